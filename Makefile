@@ -1,0 +1,56 @@
+# Two commands for a fresh machine:
+#   make report   # environment (if missing), data, the whole study at the default profile, HTML report
+#   make test     # environment (if missing), unit tests, notebook regression (nbval, smoke profile)
+# Variables: PROFILE (paper | cpu | smoke; default cpu without a GPU, paper with one),
+#            DATA (a CIFAR-10 source; default ../shared/datasets/cifar10-jpeg.tar.gz when present),
+#            FORCE=1 to redo finished steps.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_ARCHIVE := ../shared/datasets/cifar10-jpeg.tar.gz
+DATA ?= $(if $(PRUNING_DATA_SOURCE),$(PRUNING_DATA_SOURCE),$(if $(wildcard $(SHARED_ARCHIVE)),$(SHARED_ARCHIVE),))
+PROFILE ?=
+NBVAL_RUN_DIR := data/runs/nbval
+export PRUNING_DATA_SOURCE := $(DATA)
+
+.PHONY: env report test unit nbval nbval-refs benchmarks clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+report: env
+	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force)
+
+test: unit nbval
+
+unit: env
+	$(PY) -m pytest tests
+
+# The five notebooks at the smoke profile (generated data) against committed reference outputs.
+nbval: env
+	rm -rf $(NBVAL_RUN_DIR)
+	cd tests/nbval && ../../$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with sanitize.cfg \
+		01_train.ipynb 02_sensitivity.ipynb 03_prune_finetune.ipynb 04_weight_dists.ipynb 05_activations.ipynb
+
+# Regenerate the nbval references after an intended change of a notebook or of smoke results.
+nbval-refs: env
+	rm -rf $(NBVAL_RUN_DIR)
+	for nb in 01_train 02_sensitivity 03_prune_finetune 04_weight_dists 05_activations; do \
+		$(PY) -m papermill -k python3 --cwd notebooks notebooks/$$nb.ipynb tests/nbval/$$nb.ipynb \
+			-p profile smoke -p run_dir $(NBVAL_RUN_DIR) --no-progress-bar || exit 1; \
+	done
+
+benchmarks: env
+	$(PY) benchmarks/sensitivity_scan.py
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf data/cache data/runs/smoke data/runs/nbval .pytest_cache

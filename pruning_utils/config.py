@@ -1,0 +1,173 @@
+"""Named, documented study profiles: ``paper``, ``cpu`` and ``smoke``.
+
+A profile fixes everything a run depends on: data, model width, the dense training recipe, the
+fine-tuning recipe, numeric precision and the study's scan grid. ``get_profile("cpu")`` returns
+one; keyword overrides change single fields (``get_profile("paper", batch_size=64)`` gives the
+report's stated batch size instead of the 512 its code used). ``print(profile.describe())``
+prints it.
+
+- ``paper``: what the original code ran. Full width, Adam lr 1e-4, batch 512, 100 dense epochs,
+  20 fine-tuning epochs, random crop + flip, no input normalisation. A GPU job.
+- ``cpu``: the default without a GPU. Width 0.25 (conv channels 16/32/64/128), 20 epochs of
+  one-cycle SGD with bf16 autocast, head without dropout and with He init; the five-notebook
+  study fits in about 25 minutes on 2 cores.
+- ``smoke``: the whole study in about 2 minutes on procedurally generated images (no dataset,
+  no network), for tests and the nbval regression.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, replace
+
+import torch
+
+SCAN_SPARSITIES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one training phase runs (dense training or fine-tuning)."""
+
+    epochs: int
+    optimizer: str = "adam"  # adam | adamw (decoupled weight decay) | sgd (Nesterov momentum)
+    lr: float = 1e-4  # peak learning rate (the constant one for "constant")
+    schedule: str = "constant"  # constant | onecycle (linear warm-up then cosine decay per step)
+    weight_decay: float = 0.0  # L2 penalty (coupled, as torch's Adam/SGD apply it)
+    momentum: float = 0.9  # SGD only
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.epochs < 0 or self.lr <= 0:
+            raise ValueError(f"epochs must be >= 0 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of one study run. Units and choices in the comments."""
+
+    name: str
+    description: str
+    data: str  # "cifar10" (a real source, see pruning_utils.data) | "synthetic"
+    width: float  # conv channel multiplier (1.0 = the original model)
+    batch_size: int  # training and fine-tuning batch size
+    train: Recipe  # dense training
+    finetune: Recipe  # fine-tuning after pruning
+    dropout: float = 0.5  # dropout after each hidden layer of the head (the original: 0.5)
+    head_init: str = "normal"  # Linear init: normal (the original's N(0, 0.01)) | kaiming (He-normal)
+    precision: str = "auto"  # auto (bf16/AMP where the hardware has it) | bf16 | fp16 | fp32
+    val_size: int = 5000  # validation images held out of the training split
+    synthetic_sizes: tuple[int, int, int] = (2000, 500, 500)  # train, val, test (synthetic only)
+    eval_batch_size: int = 1000  # images per evaluation batch
+    scan_sparsities: tuple[float, ...] = SCAN_SPARSITIES  # per-layer sensitivity grid
+    threshold: float = 0.5  # the original's rule: largest sparsity before val accuracy < threshold
+    recalibration_batches: int = 50  # training batches used to re-estimate BatchNorm statistics
+    # beyond the report (notebook 06)
+    budgets: tuple[float, ...] = (0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05)  # fractions of conv params kept
+    short_finetune_epochs: int = 1  # fine-tuning epochs per frontier / criteria point
+    random_seeds: int = 3  # seeds of the random-selection control
+    iterative_rounds: tuple[int, ...] = (1, 3)  # rounds of prune + fine-tune to the same budget
+    latency_repeats: int = 20  # timed repetitions per latency measurement (median reported)
+    extra: dict = field(default_factory=dict)  # free-form notes carried into run records
+
+    def __post_init__(self) -> None:
+        if self.data not in ("cifar10", "synthetic"):
+            raise ValueError(f"unknown data {self.data!r}; valid: cifar10, synthetic")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """The whole profile as indented JSON, for logs and notebooks."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        name="paper",
+        description="The original code's recipe: full width, Adam 1e-4, batch 512, 100 + 20 epochs. A GPU job.",
+        data="cifar10",
+        width=1.0,
+        batch_size=512,
+        train=Recipe(epochs=100, optimizer="adam", lr=1e-4),
+        finetune=Recipe(epochs=20, optimizer="adam", lr=1e-4),
+        short_finetune_epochs=2,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description=(
+            "Width 0.25, 20 epochs of one-cycle SGD, bf16 on CPU, head without dropout and with He "
+            "init (with the original's dropout 0.5 and N(0, 0.01) head a short run barely learns): "
+            "the whole study on 2 cores."
+        ),
+        data="cifar10",
+        width=0.25,
+        batch_size=256,
+        dropout=0.0,
+        head_init="kaiming",
+        train=Recipe(epochs=20, optimizer="sgd", lr=0.1, schedule="onecycle", weight_decay=5e-4,
+                     label_smoothing=0.1),
+        finetune=Recipe(epochs=4, optimizer="sgd", lr=0.02, schedule="onecycle", weight_decay=5e-4,
+                        label_smoothing=0.1),
+    ),
+    "smoke": Profile(
+        name="smoke",
+        description="Tiny: width 0.125 on generated images; the whole study in about 2 minutes.",
+        data="synthetic",
+        width=0.125,
+        batch_size=50,
+        dropout=0.0,
+        head_init="kaiming",
+        train=Recipe(epochs=4, optimizer="adamw", lr=3e-3, schedule="onecycle", weight_decay=0.05),
+        finetune=Recipe(epochs=1, optimizer="adamw", lr=1e-3, schedule="onecycle", weight_decay=0.05),
+        precision="fp32",
+        val_size=500,
+        eval_batch_size=500,
+        recalibration_batches=5,
+        budgets=(0.5, 0.2),
+        random_seeds=2,
+        iterative_rounds=(1, 2),
+        latency_repeats=3,
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """``paper`` where a CUDA GPU is present, otherwise ``cpu``."""
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The named profile (default: :func:`default_profile_name`) with optional field overrides.
+
+    ``overrides`` may name Profile fields, or ``epochs``/``finetune_epochs``/``lr`` shortcuts
+    that change the dense and fine-tuning recipes. Unknown names raise with the valid ones listed.
+    """
+    name = name or default_profile_name()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    recipe_shortcuts = {"epochs": ("train", "epochs"), "finetune_epochs": ("finetune", "epochs")}
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    for key, value in overrides.items():
+        if key in recipe_shortcuts:
+            phase, attr = recipe_shortcuts[key]
+            profile = replace(profile, **{phase: replace(getattr(profile, phase), **{attr: value})})
+        elif key in fields:
+            profile = replace(profile, **{key: value})
+        else:
+            valid = sorted(fields | set(recipe_shortcuts))
+            raise ValueError(f"unknown profile setting {key!r}; valid settings: {', '.join(valid)}")
+    return profile

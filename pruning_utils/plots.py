@@ -1,0 +1,206 @@
+"""Figures of the study. Each function draws from saved artifacts (DataFrames, models) and
+returns the matplotlib Figure; :func:`save` writes it under ``figures/``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from .model import CONV_NAMES  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+STRATEGY_COLORS = {"fine-grained": "tab:blue", "kernel": "tab:orange", "filter": "tab:green"}
+
+
+def save(fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` as PNG (parent folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _grid(n: int, cols: int = 4, size: tuple[float, float] = (3.2, 2.4)) -> tuple[plt.Figure, list[plt.Axes]]:
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def learning_curves(history: pd.DataFrame, title: str = "Dense training") -> plt.Figure:
+    """Loss and train/validation accuracy per epoch."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot(history["epoch"], history["loss"], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title=title)
+    ax_acc.plot(history["epoch"], 100 * history["train_acc"], marker="o", label="train (augmented, train mode)")
+    ax_acc.plot(history["epoch"], 100 * history["val_acc"], marker="o", label="validation (eval mode)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_grid(scan: pd.DataFrame, threshold: float | None = None, title: str = "") -> plt.Figure:
+    """One panel per conv layer: validation accuracy against the layer's sparsity (Figs. 6, 14-16)."""
+    layers = [l for l in CONV_NAMES if l in set(scan["layer"])]
+    fig, axes = _grid(len(layers))
+    for ax, layer in zip(axes, layers):
+        part = scan[scan["layer"] == layer]
+        for strategy, group in part.groupby("strategy", sort=False):
+            ax.plot(group["sparsity"], 100 * group["accuracy"], marker=".", label=strategy,
+                    color=STRATEGY_COLORS.get(strategy))
+        if threshold is not None:
+            ax.axhline(100 * threshold, color="grey", ls="--", lw=1)
+        ax.set(title=layer, xlabel="sparsity", ylabel="val. accuracy (%)", ylim=(0, 100))
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or f"Sensitivity scan: {', '.join(scan['strategy'].unique())}")
+    fig.tight_layout()
+    return fig
+
+
+def layer_parameters(counts: Mapping[str, int], title: str = "Parameters per conv layer") -> plt.Figure:
+    """Bar chart of parameters per conv layer (Figs. 7-8's point: early layers are small)."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.bar(list(counts), list(counts.values()), color="tab:gray")
+    ax.set(ylabel="parameters", title=title)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def _nonzero(t: torch.Tensor) -> torch.Tensor:
+    flat = t.detach().float().flatten().cpu()
+    return flat[flat != 0]
+
+
+def layer_histograms(
+    tensors: Mapping[str, torch.Tensor], title: str, bins: int = 60, xlabel: str = "weight"
+) -> plt.Figure:
+    """One histogram per layer of the non-zero values of each tensor (zeros excluded)."""
+    fig, axes = _grid(len(tensors))
+    for ax, (name, tensor) in zip(axes, tensors.items()):
+        values = _nonzero(tensor)
+        if len(values):
+            ax.hist(values.numpy(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.set(title=f"{name} ({len(values):,} non-zero)", xlabel=xlabel)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 3))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_histograms(
+    per_model: Mapping[str, Mapping[str, torch.Tensor]], title: str, bins: int = 60, xlabel: str = "weight"
+) -> plt.Figure:
+    """Per layer, the density of non-zero values of every model on one axis (models compared)."""
+    layers = list(next(iter(per_model.values())))
+    fig, axes = _grid(len(layers), size=(3.6, 2.6))
+    for ax, layer in zip(axes, layers):
+        for model_name, tensors in per_model.items():
+            values = _nonzero(tensors[layer])
+            if len(values) > 1:
+                ax.hist(values.numpy(), bins=bins, density=True, histtype="step", label=model_name)
+        ax.set(title=layer, xlabel=xlabel)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_image(image: torch.Tensor, label: str) -> plt.Figure:
+    """A uint8 [3, H, W] image, upscaled without smoothing."""
+    fig, ax = plt.subplots(figsize=(2.5, 2.5))
+    ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set(title=label)
+    ax.axis("off")
+    return fig
+
+
+def accuracy_bars(results: pd.DataFrame, columns: Mapping[str, str], title: str) -> plt.Figure:
+    """Grouped bars: one group per strategy, one bar per accuracy column (label -> column)."""
+    long = results.melt(id_vars="strategy", value_vars=list(columns), var_name="stage", value_name="accuracy")
+    long["stage"] = long["stage"].map(columns)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    sns.barplot(long, x="strategy", y="accuracy", hue="stage", ax=ax)
+    ax.set(ylabel="test accuracy (%)", title=title, ylim=(0, 100))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+STAGES = {"acc_pruned": "after pruning", "acc_recalibrated": "after BN recalibration",
+          "acc_finetuned": "after fine-tuning"}
+
+
+def frontier(results: pd.DataFrame, title: str = "Accuracy against conv parameters kept") -> plt.Figure:
+    """One panel per stage: test accuracy vs % conv parameters kept, a line per strategy and
+    allocation (solid: sensitivity-guided, dashed: uniform)."""
+    stages = [s for s in STAGES if s in results]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        for (strategy, allocation), group in results.groupby(["strategy", "allocation"], sort=False):
+            group = group.sort_values("conv_params_kept_pct")
+            ax.plot(group["conv_params_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
+                    ls="-" if allocation == "guided" else "--", label=f"{strategy}, {allocation}")
+        ax.set(xscale="log", xlabel="% conv parameters kept (log)", title=STAGES[stage], ylim=(0, 100))
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def criteria(results: pd.DataFrame, title: str = "Which weights matter: selection criterion") -> plt.Figure:
+    """Per stage, accuracy by criterion and strategy; random seeds shown as points with the mean bar."""
+    stages = [s for s in STAGES if s in results]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        sns.barplot(results, x="strategy", y=stage, hue="criterion", errorbar=("pi", 100), ax=ax, alpha=0.8)
+        sns.stripplot(results, x="strategy", y=stage, hue="criterion", dodge=True, ax=ax, color="black", size=3,
+                      legend=False)
+        ax.set(title=STAGES[stage], ylabel="test accuracy (%)", ylim=(0, 100))
+        if ax is not axes[0][-1]:
+            ax.get_legend().remove()
+    fig.suptitle(title + " (bars: mean, whiskers: min-max over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def iterative(results: pd.DataFrame, title: str = "One shot vs iterative pruning") -> plt.Figure:
+    """Accuracy after each round against % conv parameters kept, one line per (strategy, rounds)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (strategy, rounds), group in results.groupby(["strategy", "rounds"], sort=False):
+        group = group.sort_values("round")
+        ax.plot(group["conv_params_kept_pct"], group["acc_after_round"], marker="o",
+                color=STRATEGY_COLORS.get(strategy), ls="-" if rounds > 1 else ":",
+                label=f"{strategy}, {rounds} round{'s' if rounds > 1 else ''}")
+    ax.invert_xaxis()
+    ax.set(xlabel="% conv parameters kept", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latency(table: pd.DataFrame, title: str = "CPU latency (median)") -> plt.Figure:
+    """Median latency per model, one panel per batch size."""
+    sizes = sorted(table["batch_size"].unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 3.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        part = table[table["batch_size"] == size]
+        ax.barh(part["model"], part["median_ms"], color="tab:gray")
+        ax.set(xlabel="ms per batch", title=f"batch {size}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,168 @@
+"""Run the study's notebooks with papermill and render them as one HTML report.
+
+``python -m pruning_utils.report --profile cpu`` executes ``notebooks/01_train`` ... in order
+into ``<run_dir>/notebooks/`` (executed copies kept), skipping a notebook whose executed copy is
+complete (no error, same parameters, newer than its source and the package) unless ``--force``,
+then writes ``<run_dir>/report.html``: every notebook's prose, tables and figures (embedded),
+code hidden, with a table of contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from .runs import RUN_DIR_ENV_VAR, project_root, resolve_path, resolve_profile_name
+
+NOTEBOOKS: tuple[str, ...] = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations",
+                              "06_beyond")
+
+
+def notebook_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def available_notebooks() -> tuple[str, ...]:
+    """The study notebooks present in ``notebooks/``, in order."""
+    return tuple(name for name in NOTEBOOKS if (notebook_dir() / f"{name}.ipynb").exists())
+
+
+def check_parameters(notebook: Path, parameters: dict) -> None:
+    """Refuse parameter names the notebook does not declare (papermill would only warn)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"{notebook.name} has no parameter(s) {unknown}; its parameters: {', '.join(declared)}")
+
+
+def has_error(path: Path) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    return any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+def _injected_parameters(path: Path) -> dict:
+    return nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {})
+
+
+def _newest_source_time(notebook: Path) -> float:
+    package = project_root() / "pruning_utils"
+    return max([notebook.stat().st_mtime] + [p.stat().st_mtime for p in package.glob("*.py")])
+
+
+def is_complete(executed: Path, source: Path, parameters: dict) -> bool:
+    """An executed copy counts as done when it has no error, the same parameters, and is newer
+    than its source notebook and every package module."""
+    return (
+        executed.exists()
+        and not has_error(executed)
+        and _injected_parameters(executed) == json.loads(json.dumps(parameters))
+        and executed.stat().st_mtime >= _newest_source_time(source)
+    )
+
+
+def run_notebooks(
+    run_dir: Path,
+    parameters: dict,
+    notebooks: tuple[str, ...] | None = None,
+    force: bool = False,
+    log=print,
+) -> list[Path]:
+    """Execute ``notebooks`` in order into ``run_dir/notebooks``; return the executed copies."""
+    import papermill
+
+    notebooks = notebooks or available_notebooks()
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for index, name in enumerate(notebooks, 1):
+        source = notebook_dir() / f"{name}.ipynb"
+        target = out_dir / f"{name}.ipynb"
+        params = {k: v for k, v in parameters.items() if k in papermill.inspect_notebook(str(source))}
+        if not force and is_complete(target, source, params):
+            log(f"[{index}/{len(notebooks)}] {name}: complete, skipped (use --force to redo)")
+        else:
+            log(f"[{index}/{len(notebooks)}] {name}: running ...")
+            started = time.perf_counter()
+            check_parameters(source, params)
+            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(notebook_dir()),
+                                       kernel_name="python3", progress_bar=False)
+            log(f"[{index}/{len(notebooks)}] {name}: done in {time.perf_counter() - started:.0f} s")
+        executed.append(target)
+    return executed
+
+
+def _anchor(title: str) -> str:
+    """The id nbconvert gives a markdown heading."""
+    return re.sub(r"\s", "-", title.strip())
+
+
+def render_html(executed: list[Path], output: Path, title: str) -> Path:
+    """One self-contained HTML page from executed notebooks: code hidden, figures embedded, TOC."""
+    from nbconvert import HTMLExporter
+
+    merged = nbformat.v4.new_notebook()
+    merged.metadata = nbformat.read(executed[0], as_version=4).metadata
+    toc = [f"# {title}", "", "Contents:", ""]
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                for line in cell.source.splitlines():
+                    match = re.match(r"^(#{1,2}) (.+)$", line)
+                    if match:
+                        indent = "    " * (len(match.group(1)) - 1)
+                        toc.append(f"{indent}- [{match.group(2)}](#{_anchor(match.group(2))})")
+            if "injected-parameters" in cell.metadata.get("tags", []) or "parameters" in cell.metadata.get("tags", []):
+                continue
+            merged.cells.append(cell)
+    merged.cells.insert(0, nbformat.v4.new_markdown_cell("\n".join(toc)))
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(merged)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(body, encoding="utf-8")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="", help="paper | cpu | smoke (default: cpu without a GPU)")
+    parser.add_argument("--run-dir", default="", help="default: $PRUNING_RUN_DIR or data/runs/<profile>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
+    parser.add_argument("--force", action="store_true", help="re-execute notebooks even when complete")
+    parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
+    args = parser.parse_args(argv)
+
+    profile = resolve_profile_name(args.profile)
+    from .config import get_profile
+
+    get_profile(profile)  # fail on a bad name before any work
+    run_dir = resolve_path(args.run_dir or os.environ.get(RUN_DIR_ENV_VAR) or f"data/runs/{profile}")
+    unknown = sorted(set(args.notebooks or ()) - set(NOTEBOOKS))
+    if unknown:
+        parser.error(f"unknown notebook(s) {unknown}; valid: {', '.join(NOTEBOOKS)}")
+    try:  # keep executed notebooks free of machine paths
+        run_dir_param = str(run_dir.relative_to(project_root()))
+    except ValueError:
+        run_dir_param = str(run_dir)
+    parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
+                  "data_source": args.data_source or os.environ.get("PRUNING_DATA_SOURCE", "")}
+    print(f"study: profile {profile}, run directory {run_dir}", flush=True)
+    executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None, force=args.force,
+                             log=lambda m: print(m, flush=True))
+    output = render_html(executed, run_dir / "report.html", f"Pruning and sparsity, revisited ({profile} profile)")
+    print(f"report: {output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Compaction computes the masked model's function with fewer channels; latency table shape."""
+
+import copy
+
+import pytest
+import torch
+
+from pruning_utils.compact import LATENCY_COLUMNS, compact, copy_model, kept_channels, latency_table
+from pruning_utils.data import to_float
+from pruning_utils.model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds
+from pruning_utils.pruners import count_remaining_parameters, layer_masks, make_permanent, prune_model
+
+
+def _images(synthetic, n=64):
+    return to_float(synthetic.test_x[:n])
+
+
+def _outputs(model, x):
+    model.eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def _filter_oracle(model):
+    """Kept filters per layer read from the weight masks alone: [C_out] bool."""
+    return {name: mask.flatten(1).any(dim=1) for name, mask in layer_masks(model).items()}
+
+
+def _analytic_multiply_adds(channels, hidden=(256, 128, 64), classes=10):
+    """Multiply-adds of one 32x32 image for given conv output channels (3x3 convs, 4 pools)."""
+    total, c_in = 0, 3
+    for i, c_out in enumerate(channels):
+        side = 32 // 2 ** (i // 3)
+        total += 9 * c_in * c_out * side * side
+        c_in = c_out
+    sizes = (4 * c_in, *hidden, classes)
+    return total + sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+SPARSITY_CASES = {
+    "uniform 0.3": dict.fromkeys(CONV_NAMES, 0.3),
+    "uniform 0.6": dict.fromkeys(CONV_NAMES, 0.6),
+    "uniform 0.9": dict.fromkeys(CONV_NAMES, 0.9),
+    "uneven": {name: [0.0, 0.25, 0.5, 0.75][i % 4] for i, name in enumerate(CONV_NAMES)},
+}
+
+
+@pytest.mark.parametrize("case", list(SPARSITY_CASES))
+def test_compacted_filter_pruned_model_matches_masked_model(trained_tiny, synthetic, case):
+    masked = prune_model(copy.deepcopy(trained_tiny), SPARSITY_CASES[case], "filter")
+    before = {k: v.clone() for k, v in masked.state_dict().items()}
+    small = compact(masked)
+    x = _images(synthetic)
+
+    torch.testing.assert_close(_outputs(small, x), _outputs(masked, x), atol=1e-5, rtol=0)
+    # the input model is untouched and still masked
+    assert all(torch.equal(before[k], v) for k, v in masked.state_dict().items())
+    assert hasattr(conv_layers(masked)["conv0"], "weight_mask")
+    assert not any(n.endswith("_orig") for n, _ in small.named_parameters())
+
+    kept = _filter_oracle(masked)
+    channels = [int(kept[name].sum()) for name in CONV_NAMES]
+    assert [conv.out_channels for conv in conv_layers(small).values()] == channels
+    assert [len(k) for k in kept_channels(masked).values()] == channels
+
+    # parameters: the masked count minus the unmasked weights that read removed channels
+    removed_inputs = sum(
+        9 * channels[i + 1] * int((~kept[CONV_NAMES[i]]).sum()) for i in range(len(CONV_NAMES) - 1)
+    )
+    removed_inputs += 4 * int((~kept["conv11"]).sum()) * masked.classifier.fc0.out_features
+    assert count_remaining_parameters(small)["total"] == count_remaining_parameters(masked)["total"] - removed_inputs
+
+    macs = count_multiply_adds(small)
+    assert macs == _analytic_multiply_adds(channels)
+    assert macs < count_multiply_adds(masked) == _analytic_multiply_adds([c.out_channels for c in conv_layers(masked).values()])
+
+
+def test_compact_works_on_permanent_models_and_keeps_the_eval_function(trained_tiny, synthetic):
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), "filter")
+    permanent = make_permanent(copy_model(masked))
+    x = _images(synthetic)
+    a, b = compact(masked), compact(permanent)
+    assert [c.out_channels for c in conv_layers(a).values()] == [c.out_channels for c in conv_layers(b).values()]
+    torch.testing.assert_close(_outputs(b, x), _outputs(permanent, x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_outputs(a, x), _outputs(b, x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["fine-grained", "kernel"])
+def test_fine_grained_and_kernel_masks_keep_every_channel_and_their_zeros(trained_tiny, synthetic, strategy):
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), strategy)
+    small = compact(masked)
+    x = _images(synthetic)
+    torch.testing.assert_close(_outputs(small, x), _outputs(masked, x), atol=1e-5, rtol=0)
+    assert [c.out_channels for c in conv_layers(small).values()] == [
+        c.out_channels for c in conv_layers(trained_tiny).values()
+    ]
+    zeros = {name: int((conv.weight == 0).sum()) for name, conv in conv_layers(small).items()}
+    assert zeros == {name: int((~mask).sum()) for name, mask in layer_masks(masked).items()}
+
+
+def test_original_filter_behaviour_and_relu_killed_channels(trained_tiny, synthetic):
+    """Pruned filters that keep bias and BatchNorm emit relu(c): kept when c > 0, removed when c <= 0."""
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), "filter",
+                         remove_filter_outputs=False)
+    bn = masked.features.bn3
+    with torch.no_grad():  # make the first pruned filter of conv3 emit a positive constant, the second a negative one
+        pruned = (~_filter_oracle(masked)["conv3"]).nonzero().flatten()
+        bn.bias[pruned[0]] = 5.0
+        bn.bias[pruned[1]] = -5.0
+    x = _images(synthetic)
+    small = compact(masked)
+    torch.testing.assert_close(_outputs(small, x), _outputs(masked, x), atol=1e-5, rtol=0)
+    kept = kept_channels(masked)["conv3"].tolist()
+    assert int(pruned[0]) in kept and int(pruned[1]) not in kept
+
+
+def test_a_layer_with_every_filter_dead_keeps_one_channel(trained_tiny, synthetic):
+    masked = prune_model(copy.deepcopy(trained_tiny), {"conv4": 0.0}, "filter")
+    with torch.no_grad():
+        conv, bn = masked.features.conv4, masked.features.bn4
+        conv.weight_mask.zero_()
+        conv.bias_mask.zero_()
+        bn.weight_mask.zero_()
+        bn.bias_mask.zero_()
+    small = compact(masked)
+    assert small.features.conv4.out_channels == 1 and small.features.conv5.in_channels == 1
+    x = _images(synthetic, 16)
+    torch.testing.assert_close(_outputs(small, x), _outputs(masked, x), atol=1e-5, rtol=0)
+
+
+def test_compact_keeps_names_and_mode(trained_tiny):
+    model = copy.deepcopy(trained_tiny).train()
+    small = compact(prune_model(model, dict.fromkeys(CONV_NAMES, 0.5), "filter"))
+    assert small.training
+    assert [n for n, _ in small.named_modules()] == [n for n, _ in trained_tiny.named_modules()]
+    with pytest.raises(TypeError, match="VGG16"):
+        compact(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+
+
+def test_latency_table_columns_and_sizes(trained_tiny):
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), "filter")
+    small = compact(masked)
+    models = {"dense": trained_tiny, "filter masked": masked, "filter compact": small}
+    table = latency_table(models, batch_sizes=(1, 8), repeats=2, warmup=1, threads=1)
+    assert list(table.columns) == LATENCY_COLUMNS
+    assert len(table) == 6
+    assert table[["median_ms", "images_per_s", "parameters", "multiply_adds", "file_size_bytes"]].gt(0).all().all()
+    by_model = table.groupby("model").first()
+    assert by_model.at["filter compact", "parameters"] < by_model.at["filter masked", "parameters"]
+    assert by_model.at["filter masked", "parameters"] < by_model.at["dense", "parameters"]
+    assert by_model.at["filter compact", "file_size_bytes"] < by_model.at["filter masked", "file_size_bytes"]
+    assert by_model.at["filter masked", "multiply_adds"] == by_model.at["dense", "multiply_adds"]
+    assert by_model.at["filter masked", "masked_multiply_adds"] < by_model.at["dense", "masked_multiply_adds"]
+    assert by_model.at["filter compact", "multiply_adds"] < by_model.at["filter masked", "multiply_adds"]
+    assert torch.get_num_threads() >= 1
+    assert hasattr(conv_layers(masked)["conv0"], "weight_mask")  # the table works on copies
+
+
+def test_latency_table_rejects_bad_arguments(trained_tiny):
+    with pytest.raises(ValueError, match="batch_sizes"):
+        latency_table({"dense": trained_tiny}, batch_sizes=(0,))
+    with pytest.raises(ValueError, match="repeats"):
+        latency_table({"dense": trained_tiny}, repeats=0)
+    with pytest.raises(ValueError, match="at least one model"):
+        latency_table({})
+
+
+def test_copy_model_copies_a_freshly_pruned_model(trained_tiny):
+    masked = prune_model(copy.deepcopy(trained_tiny), {"conv0": 0.5}, "filter")
+    with pytest.raises(RuntimeError):  # what copy_model works around
+        copy.deepcopy(masked)
+    twin = copy_model(masked)
+    assert torch.equal(twin.features.conv0.weight_mask, masked.features.conv0.weight_mask)
+    assert twin.features.conv0.weight_orig is not masked.features.conv0.weight_orig
+    assert not masked.features.conv0.weight.is_leaf  # the original's attribute is left as it was
