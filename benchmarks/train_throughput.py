@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import time
 from datetime import datetime, timezone
 
@@ -110,7 +111,9 @@ def main() -> None:
         torch.manual_seed(0)
         ours, precision = time_ours(VGG16(width=width), x, y, args.batch_size, steps, args.warmup)
         results[name] = {"width": width, "steps": steps, "original_img_per_s": original, "ours_img_per_s": ours,
-                         "ours_precision": precision, "speedup": ours / original}
+                         "ours_precision": precision, "speedup": ours / original,
+                         "epoch_seconds_ours_45k": 45000 / ours,
+                         "peak_process_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         print(f"{name}: original {original:.0f} img/s, ours {ours:.0f} img/s ({precision}, channels_last)", flush=True)
     record = {"benchmark": "train_throughput", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": data.source, "batch_size": args.batch_size, "results": results, "torch": torch.__version__,

@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,7 @@ from tqdm import tqdm
 from .compact import copy_model
 from .config import Recipe
 from .data import CifarSplits
-from .model import CONV_NAMES, batchnorm_after, conv_layers
+from .model import batchnorm_after, conv_layers
 from .pruners import (
     STRATEGIES,
     Norm,
@@ -296,7 +297,9 @@ def accuracy_pct(model: nn.Module, data: CifarSplits, settings: RecoverySettings
 
 
 def recalibrate_and_finetune(model: nn.Module, data: CifarSplits, settings: RecoverySettings, epochs: int) -> float:
-    """Recalibrate BatchNorm, fine-tune ``epochs`` epochs (none for 0); return the test accuracy before fine-tuning."""
+    """Recalibrate BatchNorm, then fine-tune ``epochs`` epochs (none for 0), in place.
+
+    Returns the test accuracy (%) measured between the two."""
     recalibrate_batchnorm(model, data.train_x, num_batches=settings.recalibration_batches,
                           batch_size=settings.batch_size, seed=settings.seed,
                           device=torch.device(settings.device), precision=settings.precision)
@@ -364,7 +367,8 @@ def prune_to(model: nn.Module, sparsities: Mapping[str, float], strategy: str, *
         target = round(sparsity * scores.numel())
         if int(gone.sum()) > target:
             raise ValueError(
-                f"{name}: {int(gone.sum())} units are already removed, more than sparsity {sparsity} removes ({target})"
+                f"{name}: {int(gone.sum())} units are already removed, more than sparsity {sparsity} "
+                f"removes ({target}); sparsities can only grow"
             )
         keep = _keep_mask(scores.masked_fill(gone, -math.inf), sparsity)
         while keep.dim() < effective.dim():
@@ -501,6 +505,14 @@ def _base_identity(dense: nn.Module, data: CifarSplits, settings: RecoverySettin
     return {"dense": model_fingerprint(dense), "data": data.source_key, "settings": settings.signature()}
 
 
+def _one_row(*args, **kwargs) -> list[dict]:
+    return [prune_and_recover(*args, **kwargs)]
+
+
+def _round_rows(*args) -> list[dict]:
+    return prune_iteratively(*args)[1]
+
+
 def _check_choices(name: str, values: Sequence, valid: Sequence) -> None:
     bad = [v for v in values if v not in valid]
     if bad or not values:
@@ -546,10 +558,11 @@ def frontier_sweep(
                               else guided_sparsities(scans[strategy], sizes, budget))
                 fixed = {"strategy": strategy, "allocation": allocation, "budget": float(budget)}
                 point = _point_id(experiment="frontier", **base, **fixed, sparsities=sparsities)
-                work = lambda s=sparsities, g=strategy: [prune_and_recover(dense, data, s, g, settings)]  # noqa: E731
+                work = partial(_one_row, dense, data, sparsities, strategy, settings)
                 points.append((point, f"{strategy} {allocation} {budget}", fixed, work))
     rows = _run_points(points, cache, progress, "frontier")
-    return pd.DataFrame([{**r, "finetune_epochs": settings.recipe.epochs} for r in rows], columns=FRONTIER_COLUMNS)
+    rows = [{**row, "finetune_epochs": settings.recipe.epochs} for row in rows]
+    return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
 
 
 def criteria_sweep(
@@ -572,7 +585,8 @@ def criteria_sweep(
     """
     _check_choices("strategies", list(sparsities_by_strategy), STRATEGIES)
     _check_choices("norms", norms, list(CRITERIA))
-    if "random" in norms and (isinstance(random_seeds, bool) or not isinstance(random_seeds, int) or random_seeds < 1):
+    bad_seeds = isinstance(random_seeds, bool) or not isinstance(random_seeds, int) or random_seeds < 1
+    if "random" in norms and bad_seeds:
         raise ValueError(f"random_seeds must be an int >= 1, got {random_seeds!r}")
     base = _base_identity(dense, data, settings)
     points = []
@@ -582,14 +596,13 @@ def criteria_sweep(
             for seed in range(random_seeds) if norm == "random" else [0]:
                 fixed = {"strategy": strategy, "criterion": CRITERIA[norm], "seed": seed}
                 point = _point_id(experiment="criteria", **base, **fixed, sparsities=dict(sparsities))
-
-                def work(s=dict(sparsities), g=strategy, n=norm, seed=seed) -> list[dict]:
-                    generator = torch.Generator().manual_seed(seed) if n == "random" else None
-                    return [prune_and_recover(dense, data, s, g, settings, norm=n, generator=generator)]
-
+                generator = torch.Generator().manual_seed(seed) if norm == "random" else None
+                work = partial(_one_row, dense, data, sparsities, strategy, settings,
+                               norm=norm, generator=generator)
                 points.append((point, f"{strategy} {CRITERIA[norm]} {seed}", fixed, work))
     rows = _run_points(points, cache, progress, "criteria")
-    return pd.DataFrame([{**r, "finetune_epochs": settings.recipe.epochs} for r in rows], columns=CRITERIA_COLUMNS)
+    rows = [{**row, "finetune_epochs": settings.recipe.epochs} for row in rows]
+    return pd.DataFrame(rows, columns=CRITERIA_COLUMNS)
 
 
 def iterative_sweep(
@@ -619,7 +632,7 @@ def iterative_sweep(
         fixed = {"strategy": strategy, "rounds": k}
         point = _point_id(experiment="iterative", **base, **fixed, sparsities=dict(sparsities),
                           total_finetune_epochs=total_finetune_epochs)
-        work = lambda k=k: prune_iteratively(dense, data, sparsities, strategy, k, total_finetune_epochs, settings)[1]  # noqa: E731
+        work = partial(_round_rows, dense, data, sparsities, strategy, k, total_finetune_epochs, settings)
         points.append((point, f"{strategy} {k} rounds", fixed, work))
     rows = _run_points(points, cache, progress, f"iterative {strategy}")
     return pd.DataFrame(rows, columns=ITERATIVE_COLUMNS)
@@ -645,6 +658,8 @@ def frontier(
 ) -> pd.DataFrame:
     """:func:`frontier_sweep` on the run's dense model, test split and ``sensitivity_<strategy>.csv``
     scans, cached in ``frontier.csv``. Defaults: the profile's ``budgets`` and ``short_finetune_epochs``."""
+    _check_choices("strategies", strategies, STRATEGIES)
+    _check_choices("allocations", allocations, ALLOCATIONS)
     budgets = run.profile.budgets if budgets is None else budgets
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
     scans = {s: run.load_csv(f"sensitivity_{s}.csv") for s in strategies} if "guided" in allocations else None

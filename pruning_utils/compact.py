@@ -20,14 +20,15 @@ identically zero in eval mode, which we decide from the parameters alone:
 This covers filters pruned with ``remove_filter_outputs=True`` (weights, bias, ``gamma`` and
 ``beta`` masked: ``c = 0``), channels that ReLU kills, and filters that only read dead channels.
 A zero-weight channel with ``c > 0`` emits a positive constant; because the next conv pads with
-zeros its contribution is not a constant bias, so such channels are kept (as are the channels of
-``remove_filter_outputs=False``, which emit ``relu(c)``). Zeros inside kept filters
+zeros its contribution is not a constant bias, so such channels are kept (filters pruned with
+``remove_filter_outputs=False`` emit ``relu(c)``: they go only where ``c <= 0``). Zeros inside kept filters
 (fine-grained or kernel masks) stay as zeros in dense tensors: only whole dead channels go, and
 the compacted model carries no masks, so further training would regrow those zeros. Every layer
 keeps at least one channel. In eval mode the compacted model computes the same function as the
 masked one (up to float rounding).
 
 :func:`latency_table` times models on this machine and lists their sizes beside the timings.
+:func:`copy_model` is ``copy.deepcopy`` that also works on a model pruned a moment ago.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ prints it.
 
 - ``paper``: what the original code ran. Full width, Adam lr 1e-4, batch 512, 100 dense epochs,
   20 fine-tuning epochs, random crop + flip, no input normalisation. A GPU job.
-- ``cpu``: the default without a GPU. Width 0.25 (conv channels 16/32/64/128), 20 epochs of
+- ``cpu``: the default without a GPU. Width 0.25 (conv channels 16/32/64/128), 25 epochs of
   one-cycle SGD with bf16 autocast, head without dropout and with He init; the five-notebook
   study fits in about 25 minutes on 2 cores.
 - ``smoke``: the whole study in about 2 minutes on procedurally generated images (no dataset,
@@ -108,7 +108,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         description=(
-            "Width 0.25, 20 epochs of one-cycle SGD, bf16 on CPU, head without dropout and with He "
+            "Width 0.25, 25 epochs of one-cycle SGD, bf16 on CPU, head without dropout and with He "
             "init (with the original's dropout 0.5 and N(0, 0.01) head a short run barely learns): "
             "the whole study on 2 cores."
         ),
@@ -117,10 +117,12 @@ PROFILES: dict[str, Profile] = {
         batch_size=256,
         dropout=0.0,
         head_init="kaiming",
-        train=Recipe(epochs=20, optimizer="sgd", lr=0.1, schedule="onecycle", weight_decay=5e-4,
+        train=Recipe(epochs=25, optimizer="sgd", lr=0.1, schedule="onecycle", weight_decay=5e-4,
                      label_smoothing=0.1),
         finetune=Recipe(epochs=4, optimizer="sgd", lr=0.02, schedule="onecycle", weight_decay=5e-4,
                         label_smoothing=0.1),
+        budgets=(0.6, 0.4, 0.2, 0.1, 0.05),
+        iterative_rounds=(1, 2, 4),
     ),
     "smoke": Profile(
         name="smoke",

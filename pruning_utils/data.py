@@ -33,9 +33,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torchvision
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -138,7 +142,7 @@ def load_cifar10(
     seed: int = 0,
     download: bool = True,
 ) -> CifarSplits:
-    """Load CIFAR-10 from ``source`` (else ``$PRUNING_DATA_SOURCE``, else ``<data>/cifar-10-batches-py``).
+    """CIFAR-10 from ``source``, else ``$PRUNING_DATA_SOURCE``, else ``<data>/cifar-10-batches-py``.
 
     ``<data>`` is the parent of ``cache_dir`` (``data/`` by default). The source is decoded once
     into ``cache_dir``; the validation split (``val_size`` images, ``val_size / 10`` per class,
@@ -233,7 +237,8 @@ def _resolve_source(
         return "archive", path
     if path.is_file():
         raise DataSourceError(
-            f"unsupported source file {path}: expected a directory or a {' / '.join(_ARCHIVE_SUFFIXES)} archive"
+            f"unsupported source file {path}: expected a directory or a "
+            f"{' / '.join(_ARCHIVE_SUFFIXES)} archive"
         )
     if path.name == _BATCHES_DIR and path.is_dir():
         return "batches", path.parent
@@ -299,7 +304,7 @@ def _sha256_batches(root: Path, download: bool) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _torchvision_cifar(root: Path, *, train: bool, download: bool):
+def _torchvision_cifar(root: Path, *, train: bool, download: bool) -> torchvision.datasets.CIFAR10:
     import torchvision
 
     try:
@@ -313,7 +318,9 @@ def _decode_batches(root: Path, download: bool) -> dict:
     for split in _SPLITS:
         dataset = _torchvision_cifar(root, train=split == "train", download=download)
         if tuple(dataset.classes) != CLASSES:
-            raise DataSourceError(f"batches.meta lists classes {dataset.classes}, expected {list(CLASSES)}")
+            raise DataSourceError(
+                f"batches.meta lists classes {dataset.classes}, expected {list(CLASSES)}"
+            )
         out[f"{split}_x"] = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor(dataset.targets, dtype=torch.int64)
     return out
@@ -361,7 +368,9 @@ def _decode_archive(path: Path) -> dict:
             class_dirs.setdefault(parts[0], set())
             if len(parts) >= 3 or (len(parts) == 2 and name in dirs):
                 class_dirs[parts[0]].add(parts[1])
-    members = [(name, lambda data=data: data) for name, data in files.items() if name.split("/")[0] in _SPLITS]
+    members = [
+        (name, lambda data=data: data) for name, data in files.items() if name.split("/")[0] in _SPLITS
+    ]
     return _decode_members(members, class_dirs, where=str(path))
 
 
@@ -379,9 +388,9 @@ def _decode_members(
     """
     for split in _SPLITS:
         if split not in class_dirs:
+            wrapping = " (at the top or in one wrapping folder)" if where.endswith(_ARCHIVE_SUFFIXES) else ""
             raise DataSourceError(
-                f"{where} has no {split}/ folder: expected train/<class>/* and test/<class>/*"
-                + (" (at the top or inside one wrapping folder)" if where.endswith(_ARCHIVE_SUFFIXES) else "")
+                f"{where} has no {split}/ folder: expected train/<class>/* and test/<class>/*{wrapping}"
             )
         missing = sorted(set(CLASSES) - class_dirs[split])
         extra = sorted(class_dirs[split] - set(CLASSES))
@@ -397,7 +406,9 @@ def _decode_members(
     for name, read in sorted(members, key=lambda member: member[0]):
         parts = name.split("/")
         if len(parts) != 3:
-            raise DataSourceError(f"{where}: unexpected entry {name!r}; expected <split>/<class>/<image>")
+            raise DataSourceError(
+                f"{where}: unexpected entry {name!r}; expected <split>/<class>/<image>"
+            )
         image_bytes, image_format = _decode_image(f"{where}: {name}", read())
         pixels[parts[0], parts[1]].append((name, image_bytes))
         formats.add(image_format)
@@ -426,7 +437,9 @@ def _decode_image(name: str, data: bytes) -> tuple[bytes, str]:
                 return image.tobytes(), image_format
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataSourceError(f"cannot decode image {name}: {type(exc).__name__}: {exc}") from exc
-    raise DataSourceError(f"image {name} is mode {mode!r} size {size}; expected mode 'RGB' size (32, 32)")
+    raise DataSourceError(
+        f"image {name} is mode {mode!r} size {size}; expected mode 'RGB' size (32, 32)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,8 +461,10 @@ def _read_cache(cache_dir: Path, key: str) -> dict | None:
     except Exception as exc:  # a damaged cache file is rebuilt, never trusted
         warnings.warn(f"ignoring unreadable cache file {path}: {exc}", stacklevel=3)
         return None
-    if not isinstance(cached, dict) or cached.get("format") != _CACHE_FORMAT or cached.get("source_key") != key:
-        return None
+    if not isinstance(cached, dict) or (cached.get("format"), cached.get("source_key")) != (
+        _CACHE_FORMAT, key
+    ):
+        return None  # written by another version of this module
     return cached
 
 
@@ -493,7 +508,9 @@ def _val_indices(labels: torch.Tensor, val_size: int, seed: int) -> torch.Tensor
     if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
         raise ValueError(f"val_size must be an int >= 0, got {val_size!r}")
     if val_size % num_classes:
-        raise ValueError(f"val_size must be a multiple of {num_classes} (stratified by class), got {val_size}")
+        raise ValueError(
+            f"val_size must be a multiple of {num_classes} (stratified by class), got {val_size}"
+        )
     per_class = val_size // num_classes
     counts = torch.bincount(labels, minlength=num_classes)
     if per_class and per_class >= int(counts.min()):
@@ -517,9 +534,10 @@ def _val_indices(labels: torch.Tensor, val_size: int, seed: int) -> torch.Tensor
 # orientation _SYN_ANGLES[k % 5], spatial frequency _SYN_FREQS[k // 5] (cycles per pixel) and
 # colour _SYN_TINTS[k], which also tints the background a little. Phase, position, window
 # width, contrast and background brightness vary per image, plus Gaussian pixel noise.
-# Measured with the smoke recipe (width 0.125, 4 epochs of one-cycle SGD on 2000 images, seed 0):
-# test accuracy 0.30 (data seed 1: 0.34); 0.10 once 80% of every conv layer's weights are pruned
-# by magnitude without fine-tuning.
+# Measured (seed 0, 2000 training and 500 test images, fp32 on CPU): a width-0.125 VGG with the
+# smoke recipe (kaiming head, no dropout, 3 epochs of one-cycle AdamW, lr 3e-3) reaches test
+# accuracy 1.00; magnitude-pruning 50% / 80% of every conv layer's weights (no fine-tuning) gives
+# 0.21 / 0.10, and 90% of conv1 alone 0.13 while 90% of conv11 alone keeps 1.00.
 _SYN_ANGLES = tuple(math.pi * i / 5 for i in range(5))
 _SYN_FREQS = (0.09, 0.2)
 _SYN_TINTS = (
@@ -545,7 +563,8 @@ def make_synthetic_splits(
     key = hashlib.sha256(
         f"synthetic v{_SYNTHETIC_VERSION} seed={seed} sizes={n_train},{n_val},{n_test}".encode()
     ).hexdigest()
-    return CifarSplits(**tensors, classes=CLASSES, source=f"synthetic (generated, seed {seed})", source_key=key)
+    source = f"synthetic (generated, seed {seed})"
+    return CifarSplits(**tensors, classes=CLASSES, source=source, source_key=key)
 
 
 def _derived_seed(seed: int, split: str) -> int:

@@ -39,6 +39,10 @@ PRODUCERS: dict[str, str] = {
     "results.csv": "03_prune_finetune",
     "pruned_{strategy}.pt": "03_prune_finetune",
     "finetuned_{strategy}.pt": "03_prune_finetune",
+    "frontier.csv": "06_beyond",
+    "criteria.csv": "06_beyond",
+    "iterative.csv": "06_beyond",
+    "latency.csv": "06_beyond",
 }
 
 
@@ -165,7 +169,7 @@ def open_run(
                 f"run directory {run_dir} holds a run with other settings (profile/seed); "
                 "choose another run_dir or delete it"
             )
-    source = "synthetic" if settings.data == "synthetic" else (data_source or None)
+    source = "synthetic" if settings.data == "synthetic" else _resolve_source_path(data_source)
     data = load_splits(
         source,
         cache_dir=resolve_path("data/cache"),
@@ -187,6 +191,15 @@ def open_run(
     if not existing.exists() or json.loads(existing.read_text()) != json.loads(json.dumps(record, default=str)):
         run.save_json("run.json", record)
     return run
+
+
+def _resolve_source_path(source: str | None) -> str | None:
+    """The data source (argument, else ``$PRUNING_DATA_SOURCE``) with a relative path taken
+    relative to the project root, so notebooks find it whatever their working directory."""
+    source = source or os.environ.get("PRUNING_DATA_SOURCE") or None
+    if source is None or source in ("torchvision", "synthetic") or Path(source).is_absolute():
+        return source
+    return str(resolve_path(source))
 
 
 def require(run: Run, name: str) -> Path:

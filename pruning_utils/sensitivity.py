@@ -103,10 +103,13 @@ def scan_sensitivity(
                 targets = y[start : start + batch_size].to(device)
                 with autocast(device, precision):
                     entering = model.features_before(inputs, layer)
-                    for s, mask in masks.items():
-                        with _swapped(_pruned_values(model, layer, mask, strategy, remove_filter_outputs)):
+                for s, mask in masks.items():
+                    # a fresh autocast context per sparsity: autocast caches the low-precision
+                    # copy of each weight while a context is open, which would outlive the swap
+                    with _swapped(_pruned_values(model, layer, mask, strategy, remove_filter_outputs)):
+                        with autocast(device, precision):
                             logits = model.forward_from(entering, layer)
-                        correct[s] += int((logits.argmax(1) == targets).sum())
+                    correct[s] += int((logits.argmax(1) == targets).sum())
             for s in sparsities:
                 if s in correct:
                     acc = correct[s] / len(x)

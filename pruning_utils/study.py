@@ -13,13 +13,13 @@ checkpoints. Artifacts (per run directory):
 
 from __future__ import annotations
 
-import copy
 import time
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .compact import copy_model
 from .model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds
 from .pruners import STRATEGIES, count_multiply_adds_masked, count_remaining_parameters, prune_model
 from .runs import Run, load_model, require, save_model
@@ -50,21 +50,28 @@ def val_accuracy(run: Run, model: nn.Module) -> float:
 
 @torch.no_grad()
 def train_mode_accuracy(run: Run, model: nn.Module) -> float:
-    """Test accuracy measured the way the original report did: train mode (batch statistics,
-    dropout on), on a copy so the model's running statistics are untouched.
+    """Test accuracy measured the way the original report did: train mode (BatchNorm batch
+    statistics, dropout on), on a copy so the model's running statistics are untouched.
+
+    The test images go in a seeded random order: the JPEG copy stores them class by class, and
+    batch statistics of one-class batches would make this number much worse than the
+    original's (its torchvision test set comes in a mixed order).
     """
-    probe = copy.deepcopy(model).train()
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(run.seed)
-    correct = 0
-    x, y = run.data.test_x, run.data.test_y
     from .train import autocast, prepare_batch
 
-    for start in range(0, len(x), run.profile.batch_size):
+    probe = copy_model(model).train()
+    rng_state = torch.get_rng_state()
+    generator = torch.Generator().manual_seed(run.seed)
+    order = torch.randperm(len(run.data.test_x), generator=generator)
+    x, y = run.data.test_x[order], run.data.test_y[order]
+    torch.manual_seed(run.seed)
+    correct = 0
+    batch = run.profile.batch_size
+    for start in range(0, len(x), batch):
         with autocast(run.device, run.precision):
-            logits = probe(prepare_batch(x[start : start + run.profile.batch_size], run.device))
-        correct += int((logits.argmax(1).cpu() == y[start : start + run.profile.batch_size]).sum())
-    torch.set_rng_state(generator_state)
+            logits = probe(prepare_batch(x[start : start + batch], run.device))
+        correct += int((logits.argmax(1).cpu() == y[start : start + batch]).sum())
+    torch.set_rng_state(rng_state)
     return correct / len(x)
 
 
@@ -88,7 +95,11 @@ def train_dense(run: Run, force: bool = False, progress: bool = True) -> tuple[V
     """Train (or resume, or load) the dense model; save model, history and metrics."""
     if not force and run.path("dense.pt").exists() and run.path("dense_metrics.json").exists():
         model, _ = load_model(run.path("dense.pt"), run.device)
-        return model, run.load_csv("dense_history.csv"), run.load_json("dense_metrics.json")
+        metrics = run.load_json("dense_metrics.json")
+        if metrics.get("metrics_version") != METRICS_VERSION:  # evaluation changed: re-measure, no retraining
+            metrics |= _dense_metrics(run, model)
+            run.save_json("dense_metrics.json", metrics)
+        return model, run.load_csv("dense_history.csv"), metrics
     model = run.new_model()
     checkpoint = run.path("checkpoints/dense.ckpt")
     if force and checkpoint.exists():
@@ -100,12 +111,7 @@ def train_dense(run: Run, force: bool = False, progress: bool = True) -> tuple[V
         checkpoint=checkpoint, eval_batch_size=run.profile.eval_batch_size, progress=progress, desc="dense",
     )
     model.eval()
-    metrics = {
-        "test_accuracy": test_accuracy(run, model),
-        "val_accuracy": val_accuracy(run, model),
-        "test_accuracy_train_mode": train_mode_accuracy(run, model),
-        "parameters": count_remaining_parameters(model)["total"],
-        "multiply_adds": count_multiply_adds(model),
+    metrics = _dense_metrics(run, model) | {
         "train_seconds_this_call": time.perf_counter() - started,
         "train_seconds_total": float(history["seconds"].sum()),
         "epochs": int(len(history)),
@@ -117,6 +123,20 @@ def train_dense(run: Run, force: bool = False, progress: bool = True) -> tuple[V
     run.save_csv("layers.csv", layer_table(model))
     run.save_json("dense_metrics.json", metrics)
     return model, history, metrics
+
+
+METRICS_VERSION = 2  # bump when how the dense model is measured changes
+
+
+def _dense_metrics(run: Run, model: nn.Module) -> dict:
+    return {
+        "test_accuracy": test_accuracy(run, model),
+        "val_accuracy": val_accuracy(run, model),
+        "test_accuracy_train_mode": train_mode_accuracy(run, model),
+        "parameters": count_remaining_parameters(model)["total"],
+        "multiply_adds": count_multiply_adds(model),
+        "metrics_version": METRICS_VERSION,
+    }
 
 
 def load_dense(run: Run) -> VGG16:
@@ -411,3 +431,105 @@ def test_image(run: Run, index: int) -> tuple[torch.Tensor, str]:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
         raise IndexError(f"image_index must be an integer in [0, {n - 1}], got {index!r}")
     return run.data.test_x[index], run.data.classes[int(run.data.test_y[index])]
+
+
+# ---------------------------------------------------------------------------------------------
+# 06_beyond: what structure buys in real speed
+
+
+def speed_models(run: Run) -> dict[str, nn.Module]:
+    """The fine-tuned models as masked (dense kernels) and the filter model compacted."""
+    from .compact import compact
+
+    models = load_seven(run)
+    chosen = {"dense": models["dense"]}
+    for strategy in STRATEGIES:
+        chosen[f"{strategy} (masked)"] = models[f"{strategy} fine-tuned"]
+    chosen["filter (compacted)"] = compact(models["filter fine-tuned"])
+    return chosen
+
+
+@torch.no_grad()
+def compaction_error(run: Run, masked: nn.Module, compacted: nn.Module, images: int = 1000) -> dict:
+    """Largest absolute difference of the logits of a masked and its compacted model on the first
+    ``images`` test images (eval mode, fp32), and whether their predictions agree."""
+    from .data import to_float
+
+    x = to_float(run.data.test_x[:images]).to(run.device)
+    a, b = masked.eval()(x), compacted.eval()(x)
+    return {"images": images, "max_abs_logit_difference": float((a - b).abs().max()),
+            "same_predictions": bool(torch.equal(a.argmax(1), b.argmax(1)))}
+
+
+def latency(run: Run, models: dict[str, nn.Module], force: bool = False) -> pd.DataFrame:
+    """CPU latency table of ``models`` (cached in ``latency.csv``); see :func:`compact.latency_table`."""
+    from .compact import latency_table
+
+    if not force and run.path("latency.csv").exists():
+        return run.load_csv("latency.csv")
+    table = latency_table({k: m.cpu() for k, m in models.items()}, batch_sizes=(1, 256),
+                          repeats=run.profile.latency_repeats)
+    run.save_csv("latency.csv", table)
+    return table
+
+
+def latency_prose(table: pd.DataFrame) -> str:
+    t = table.set_index(["model", "batch_size"])
+    dense = {b: t.loc[("dense", b), "median_ms"] for b in (1, 256)}
+    lines = []
+    for model in table["model"].unique():
+        if model == "dense":
+            continue
+        r1, r256 = t.loc[(model, 1)], t.loc[(model, 256)]
+        lines.append(
+            f"- **{model}**: {100 * r256['masked_multiply_adds'] / t.loc[('dense', 256), 'masked_multiply_adds']:.0f}% "
+            f"of the dense multiply-adds if masked weights were skipped, {100 * r256['multiply_adds'] / t.loc[('dense', 256), 'multiply_adds']:.0f}% "
+            f"actually computed; latency {dense[1] / r1['median_ms']:.2f}x (batch 1) and "
+            f"{dense[256] / r256['median_ms']:.2f}x (batch 256) the dense model's speed; "
+            f"saved file {r256['file_size_bytes'] / 1e6:.2f} MB."
+        )
+    return ("Speed-up relative to the dense model (median CPU latency, fp32):\n\n" + "\n".join(lines) + "\n\n"
+            "Masked models run the same dense convolutions as the dense model: their zeros are multiplied like any "
+            "other weight, so fine-grained and kernel sparsity buys no speed without sparse kernels, and masked "
+            "filter pruning none either. Only the compacted filter model computes fewer multiply-adds.")
+
+
+def frontier_prose(frontier: pd.DataFrame) -> str:
+    lines = []
+    for (strategy, allocation), g in frontier.groupby(["strategy", "allocation"], sort=False):
+        g = g.sort_values("budget")
+        ok = g[g["acc_finetuned"] >= 80.0]
+        smallest = f"{ok['conv_params_kept_pct'].min():.1f}%" if len(ok) else "none of the budgets"
+        lines.append(f"- **{strategy}, {allocation}**: after a short fine-tune, accuracy at the smallest budget "
+                     f"({g['conv_params_kept_pct'].iloc[0]:.1f}% of conv weights kept) is "
+                     f"{g['acc_finetuned'].iloc[0]:.1f}%; the smallest budget still at >= 80%: {smallest}.")
+    return "\n".join(lines)
+
+
+def criteria_summary(criteria: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread (min-max over seeds) per strategy and criterion, rounded."""
+    stats = criteria.groupby(["strategy", "criterion"], sort=False)[["acc_pruned", "acc_recalibrated",
+                                                                    "acc_finetuned"]].agg(["mean", "min", "max"])
+    return stats.round(2)
+
+
+def criteria_prose(criteria: pd.DataFrame) -> str:
+    means = criteria.groupby(["strategy", "criterion"], sort=False)["acc_finetuned"].mean()
+    pruned = criteria.groupby(["strategy", "criterion"], sort=False)["acc_recalibrated"].mean()
+    lines = []
+    for strategy in criteria["strategy"].unique():
+        m, p = means[strategy], pruned[strategy]
+        lines.append(
+            f"- **{strategy}**: after BN recalibration L2 {p.get('L2', float('nan')):.1f}%, L1 "
+            f"{p.get('L1', float('nan')):.1f}%, random {p.get('random', float('nan')):.1f}% (mean over seeds); "
+            f"after the short fine-tune L2 {m.get('L2', float('nan')):.1f}%, L1 {m.get('L1', float('nan')):.1f}%, "
+            f"random {m.get('random', float('nan')):.1f}%."
+        )
+    return "\n".join(lines)
+
+
+def iterative_prose(iterative: pd.DataFrame) -> str:
+    final = iterative.sort_values("round").groupby(["strategy", "rounds"], sort=False).tail(1)
+    lines = [f"- **{r.strategy}**, {r.rounds} round(s): {r.acc_after_round:.1f}% at "
+             f"{r.conv_params_kept_pct:.1f}% conv weights kept" for r in final.itertuples()]
+    return "Final accuracy at the same budget and the same total fine-tuning epochs:\n\n" + "\n".join(lines)

@@ -7,7 +7,7 @@ import torch
 
 from pruning_utils.compact import LATENCY_COLUMNS, compact, copy_model, kept_channels, latency_table
 from pruning_utils.data import to_float
-from pruning_utils.model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds
+from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
 from pruning_utils.pruners import count_remaining_parameters, layer_masks, make_permanent, prune_model
 
 
@@ -68,11 +68,13 @@ def test_compacted_filter_pruned_model_matches_masked_model(trained_tiny, synthe
         9 * channels[i + 1] * int((~kept[CONV_NAMES[i]]).sum()) for i in range(len(CONV_NAMES) - 1)
     )
     removed_inputs += 4 * int((~kept["conv11"]).sum()) * masked.classifier.fc0.out_features
-    assert count_remaining_parameters(small)["total"] == count_remaining_parameters(masked)["total"] - removed_inputs
+    remaining = count_remaining_parameters(masked)["total"]
+    assert count_remaining_parameters(small)["total"] == remaining - removed_inputs
 
     macs = count_multiply_adds(small)
     assert macs == _analytic_multiply_adds(channels)
-    assert macs < count_multiply_adds(masked) == _analytic_multiply_adds([c.out_channels for c in conv_layers(masked).values()])
+    dense_channels = [c.out_channels for c in conv_layers(masked).values()]
+    assert macs < count_multiply_adds(masked) == _analytic_multiply_adds(dense_channels)
 
 
 def test_compact_works_on_permanent_models_and_keeps_the_eval_function(trained_tiny, synthetic):
@@ -85,17 +87,31 @@ def test_compact_works_on_permanent_models_and_keeps_the_eval_function(trained_t
     torch.testing.assert_close(_outputs(a, x), _outputs(b, x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("strategy", ["fine-grained", "kernel"])
-def test_fine_grained_and_kernel_masks_keep_every_channel_and_their_zeros(trained_tiny, synthetic, strategy):
-    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), strategy)
+@pytest.mark.parametrize("strategy,sparsity", [("fine-grained", 0.3), ("fine-grained", 0.7), ("kernel", 0.5)])
+def test_fine_grained_and_kernel_masks_keep_their_zeros(trained_tiny, synthetic, strategy, sparsity):
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, sparsity), strategy)
     small = compact(masked)
     x = _images(synthetic)
     torch.testing.assert_close(_outputs(small, x), _outputs(masked, x), atol=1e-5, rtol=0)
+    masks, kept = layer_masks(masked), kept_channels(masked)
+    keep_in = torch.arange(3)
+    for name, conv in conv_layers(small).items():
+        # a channel goes only when its whole filter is masked; the zeros of kept filters stay
+        assert set(_filter_oracle(masked)[name].nonzero().flatten().tolist()) <= set(kept[name].tolist())
+        assert int((conv.weight == 0).sum()) == int((~masks[name][kept[name]][:, keep_in]).sum()), name
+        keep_in = kept[name]
+
+
+def test_fine_grained_pruning_with_no_whole_filter_masked_removes_nothing(trained_tiny, synthetic):
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.3), "fine-grained")
+    assert all(alive.all() for alive in _filter_oracle(masked).values())  # precondition
+    small = compact(masked)
     assert [c.out_channels for c in conv_layers(small).values()] == [
         c.out_channels for c in conv_layers(trained_tiny).values()
     ]
-    zeros = {name: int((conv.weight == 0).sum()) for name, conv in conv_layers(small).items()}
-    assert zeros == {name: int((~mask).sum()) for name, mask in layer_masks(masked).items()}
+    assert count_remaining_parameters(small)["total_dense"] == count_remaining_parameters(masked)["total_dense"]
+    torch.testing.assert_close(_outputs(small, _images(synthetic)), _outputs(masked, _images(synthetic)),
+                               atol=1e-5, rtol=0)
 
 
 def test_original_filter_behaviour_and_relu_killed_channels(trained_tiny, synthetic):
@@ -103,7 +119,7 @@ def test_original_filter_behaviour_and_relu_killed_channels(trained_tiny, synthe
     masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), "filter",
                          remove_filter_outputs=False)
     bn = masked.features.bn3
-    with torch.no_grad():  # make the first pruned filter of conv3 emit a positive constant, the second a negative one
+    with torch.no_grad():  # first pruned filter of conv3: positive constant; second: negative
         pruned = (~_filter_oracle(masked)["conv3"]).nonzero().flatten()
         bn.bias[pruned[0]] = 5.0
         bn.bias[pruned[1]] = -5.0

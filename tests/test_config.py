@@ -47,4 +47,4 @@ def test_bad_values_are_refused():
 
 def test_describe_is_json_with_every_setting():
     d = json.loads(get_profile("cpu").describe())
-    assert d["name"] == "cpu" and d["train"]["epochs"] == 20 and d["width"] == 0.25
+    assert d["name"] == "cpu" and d["train"]["epochs"] == 25 and d["width"] == 0.25

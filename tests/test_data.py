@@ -293,7 +293,8 @@ def test_val_split_follows_the_seed(tmp_path):
     write_tree(tmp_path / "tree", "png")
 
     def val(seed):
-        return load_cifar10(tmp_path / "tree", cache_dir=tmp_path / "cache", val_size=20, seed=seed).val_x
+        splits = load_cifar10(tmp_path / "tree", cache_dir=tmp_path / "cache", val_size=20, seed=seed)
+        return splits.val_x
 
     assert torch.equal(val(0), val(0))
     assert not torch.equal(val(0), val(1))
@@ -403,7 +404,9 @@ def test_malformed_tree_is_refused_and_nothing_is_cached(tmp_path, layout, defec
     make_defect, message = DEFECTS[defect]
     write_tree(tmp_path / "tree", "png")
     make_defect(tmp_path / "tree")
-    source = tmp_path / "tree" if layout == "folder" else write_archive(tmp_path / "tree", tmp_path / "t.tgz")
+    source = tmp_path / "tree"
+    if layout == "archive":
+        source = write_archive(tmp_path / "tree", tmp_path / "t.tgz")
     with pytest.raises(DataSourceError, match=message):
         load_cifar10(source, cache_dir=tmp_path / "cache")
     assert cache_files(tmp_path / "cache") == []
@@ -493,7 +496,8 @@ def test_synthetic_splits_are_deterministic_balanced_and_well_formed():
     assert not torch.equal(a.train_x[:50], a.test_x)  # splits are different draws
     assert int(a.train_x.min()) < 30 and int(a.train_x.max()) > 225  # uses the pixel range
     assert a.source == "synthetic (generated, seed 0)" and a.source_key != c.source_key
-    assert a.describe() == {"source": a.source, "source_key": a.source_key, "train": 200, "val": 100, "test": 50}
+    assert a.describe() == {
+        "source": a.source, "source_key": a.source_key, "train": 200, "val": 100, "test": 50}
     # one split's size does not change the others
     assert torch.equal(make_synthetic_splits(30, 100, 50, seed=0).val_x, a.val_x)
 
@@ -531,7 +535,8 @@ def test_real_cifar10_jpeg_archive(tmp_path):
     start = time.perf_counter()
     again = load_cifar10(REAL_ARCHIVE, cache_dir=tmp_path / "cache", val_size=5000)
     reload_s = time.perf_counter() - start
-    print(f"\nreal archive: first load (hash + decode + cache) {decode_s:.1f} s, cached reload {reload_s:.2f} s")
+    print(f"\nreal archive: first load (hash + decode + cache write) {decode_s:.1f} s, "
+          f"cached reload {reload_s:.2f} s")
 
     assert splits.describe() | {"source": None} == {
         "source": None, "source_key": "0493b9c94c62a5e8a6b98a28016b4eebed4fa9aac8154143eead5d26fc94fabb",

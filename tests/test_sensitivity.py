@@ -24,6 +24,19 @@ def test_fast_scan_equals_naive_scan_in_fp32(trained_tiny, synthetic, strategy):
     assert fast["accuracy"].min() < fast["accuracy"].max() - 0.1
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_fast_scan_equals_naive_scan_in_bf16_autocast(trained_tiny, synthetic, strategy):
+    """Autocast caches low-precision weight copies while its context is open; masks swapped
+    into the live model must still take effect at every sparsity."""
+    if not torch.cpu._is_avx512_bf16_supported():
+        pytest.skip("this CPU has no bf16 support")
+    kwargs = dict(layers=("conv1", "conv7"), batch_size=100, precision="bf16", progress=False)
+    fast = scan_sensitivity(trained_tiny, synthetic.val_x, synthetic.val_y, strategy, **kwargs)
+    naive = scan_sensitivity_naive(trained_tiny, synthetic.val_x, synthetic.val_y, strategy, **kwargs)
+    pd.testing.assert_frame_equal(fast, naive)
+    assert fast.groupby("layer")["accuracy"].nunique().min() > 2  # accuracy moves with sparsity
+
+
 def test_original_filter_behaviour_scan_also_matches(trained_tiny, synthetic):
     kwargs = dict(layers=("conv2",), batch_size=100, precision="fp32", progress=False,
                   remove_filter_outputs=False)
