@@ -155,6 +155,9 @@ def frontier(results: pd.DataFrame, title: str = "Accuracy against conv paramete
             ax.plot(group["conv_params_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
                     ls="-" if allocation == "guided" else "--", label=f"{strategy}, {allocation}")
         ax.set(xscale="log", xlabel="% conv parameters kept (log)", title=STAGES[stage], ylim=(0, 100))
+        ticks = sorted(results["budget"].unique() * 100)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title)

@@ -377,13 +377,15 @@ def results_prose(run: Run, results: pd.DataFrame, outputs: pd.DataFrame) -> str
         f"{o.at[s, 'acc_finetuned']:.1f}%)."
         for s in STRATEGIES
     ]
-    kept, removed = outputs.set_index("filter_outputs")["acc_pruned"].tolist()
+    (kept, removed), (kept_recal, removed_recal) = (outputs.set_index("filter_outputs")[c].tolist()
+                                                    for c in ("acc_pruned", "acc_recalibrated"))
     dense = run.load_json("dense_metrics.json")
     return (
         f"Dense: {100 * dense['test_accuracy']:.2f}% (eval mode). Profile `{run.profile.name}`, width "
         f"{run.profile.width}, data: {run.data.source}.\n\n" + "\n".join(lines) + "\n\n"
         f"Filter pruning with the pruned filters' bias and BatchNorm kept (the original) gives {kept:.1f}% right "
-        f"after pruning; with them removed {removed:.1f}%."
+        f"after pruning and {kept_recal:.1f}% after BN recalibration; with them removed {removed:.1f}% and "
+        f"{removed_recal:.1f}%."
     )
 
 
@@ -410,9 +412,13 @@ def weights_prose(stats: pd.DataFrame) -> str:
             f"mean |w| {dense['mean_abs']:.4f} (dense) -> {p['mean_abs']:.4f} (pruned) -> {f['mean_abs']:.4f} "
             f"(fine-tuned), standard deviation {dense['std']:.4f} -> {p['std']:.4f} -> {f['std']:.4f}."
         )
-    return ("Removing the smallest weights shifts the surviving distribution away from zero most for "
-            "fine-grained pruning, which cuts exactly at a magnitude threshold; kernel and filter pruning "
-            "remove whole units whose individual weights span the whole range.\n\n" + "\n".join(lines))
+    shift = {st: s.loc[f"{st} pruned", "mean_abs"] / dense["mean_abs"] for st in STRATEGIES}
+    order = sorted(shift, key=shift.get, reverse=True)
+    return (f"Pruning by magnitude removes weights near zero, so the surviving weights' mean |w| grows: most for "
+            f"**{order[0]}** ({shift[order[0]]:.2f}x the dense mean), then {order[1]} ({shift[order[1]]:.2f}x) and "
+            f"{order[2]} ({shift[order[2]]:.2f}x). Fine-grained pruning cuts exactly at a magnitude threshold; "
+            f"kernel and filter pruning remove whole units whose individual weights span a range of values.\n\n"
+            + "\n".join(lines))
 
 
 def activations_prose(stats: pd.DataFrame) -> str:
@@ -530,6 +536,7 @@ def criteria_prose(criteria: pd.DataFrame) -> str:
 
 def iterative_prose(iterative: pd.DataFrame) -> str:
     final = iterative.sort_values("round").groupby(["strategy", "rounds"], sort=False).tail(1)
+    final = final.sort_values(["strategy", "rounds"], key=lambda c: c.map(STRATEGIES.index) if c.name == "strategy" else c)
     lines = [f"- **{r.strategy}**, {r.rounds} round(s): {r.acc_after_round:.1f}% at "
              f"{r.conv_params_kept_pct:.1f}% conv weights kept" for r in final.itertuples()]
     return "Final accuracy at the same budget and the same total fine-tuning epochs:\n\n" + "\n".join(lines)
