@@ -171,8 +171,8 @@ def criteria(results: pd.DataFrame, title: str = "Which weights matter: selectio
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         sns.barplot(results, x="strategy", y=stage, hue="criterion", errorbar=("pi", 100), ax=ax, alpha=0.8)
-        sns.stripplot(results, x="strategy", y=stage, hue="criterion", dodge=True, ax=ax, color="black", size=3,
-                      legend=False)
+        sns.stripplot(results, x="strategy", y=stage, hue="criterion", dodge=True, ax=ax, size=3, legend=False,
+                      palette={c: "black" for c in results["criterion"].unique()})
         ax.set(title=STAGES[stage], ylabel="test accuracy (%)", ylim=(0, 100))
         if ax is not axes[0][-1]:
             ax.get_legend().remove()

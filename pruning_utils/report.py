@@ -95,9 +95,23 @@ def run_notebooks(
             check_parameters(source, params)
             papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(notebook_dir()),
                                        kernel_name="python3", progress_bar=False)
+            _relative_papermill_paths(target)
             log(f"[{index}/{len(notebooks)}] {name}: done in {time.perf_counter() - started:.0f} s")
         executed.append(target)
     return executed
+
+
+def _relative_papermill_paths(path: Path) -> None:
+    """Record papermill's input and output paths relative to the project (no machine paths)."""
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            try:
+                meta[key] = str(Path(meta[key]).resolve().relative_to(project_root()))
+            except ValueError:
+                pass
+    nbformat.write(nb, path)
 
 
 def _anchor(title: str) -> str:
