@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 
+from .data import SOURCE_ENV_VAR
 from .runs import RUN_DIR_ENV_VAR, project_root, resolve_path, resolve_profile_name
 
 NOTEBOOKS: tuple[str, ...] = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations",
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         run_dir_param = str(run_dir)
     parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
-                  "data_source": args.data_source or os.environ.get("PRUNING_DATA_SOURCE", "")}
+                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, "")}
     print(f"study: profile {profile}, run directory {run_dir}", flush=True)
     executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None, force=args.force,
                              log=lambda m: print(m, flush=True))

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .config import Profile, get_profile
-from .data import CifarSplits, load_splits
+from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
 from .model import VGG16
 from .train import pick_device, resolve_precision, save_atomic
 
@@ -196,7 +196,7 @@ def open_run(
 def _resolve_source_path(source: str | None) -> str | None:
     """The data source (argument, else ``$PRUNING_DATA_SOURCE``) with a relative path taken
     relative to the project root, so notebooks find it whatever their working directory."""
-    source = source or os.environ.get("PRUNING_DATA_SOURCE") or None
+    source = source or os.environ.get(SOURCE_ENV_VAR) or None
     if source is None or source in ("torchvision", "synthetic") or Path(source).is_absolute():
         return source
     return str(resolve_path(source))

@@ -19,12 +19,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .compact import copy_model
+from .compact import compact, copy_model, latency_table
+from .data import to_float
 from .model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds
+from .original import DENSE_TEST_ACCURACY, TABLE1, TABLE2
 from .pruners import STRATEGIES, count_multiply_adds_masked, count_remaining_parameters, prune_model
 from .runs import Run, load_model, require, save_model
 from .sensitivity import choose_sparsities, scan_sensitivity
-from .train import evaluate, recalibrate_batchnorm, train
+from .train import autocast, evaluate, prepare_batch, recalibrate_batchnorm, train
 
 SEVEN_MODELS = ("dense",) + tuple(f"{s} {stage}" for s in STRATEGIES for stage in ("pruned", "fine-tuned"))
 
@@ -57,8 +59,6 @@ def train_mode_accuracy(run: Run, model: nn.Module) -> float:
     batch statistics of one-class batches would make this number much worse than the
     original's (its torchvision test set comes in a mixed order).
     """
-    from .train import autocast, prepare_batch
-
     probe = copy_model(model).train()
     rng_state = torch.get_rng_state()
     generator = torch.Generator().manual_seed(run.seed)
@@ -246,8 +246,6 @@ def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def conv_activations(model: VGG16, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """Post-ReLU activation of each conv layer for one uint8 image [3, 32, 32], eval mode."""
-    from .data import to_float
-
     captured: dict[str, torch.Tensor] = {}
     hooks = [
         model.features._modules[name.replace("conv", "relu")].register_forward_hook(
@@ -282,8 +280,6 @@ def dense_summary(metrics: dict) -> pd.DataFrame:
 
 
 def dense_prose(run: Run, metrics: dict) -> str:
-    from .original import DENSE_TEST_ACCURACY
-
     return (
         f"The dense model of this run ({run.profile.name} profile, width {run.profile.width}, "
         f"{metrics['epochs']} epochs, {metrics['train_seconds_total'] / 60:.1f} min of training on {run.device}) "
@@ -331,8 +327,6 @@ def sparsity_dict(table: pd.DataFrame, strategy: str) -> dict[str, float]:
 
 
 def beside_original_table1(ours: pd.DataFrame) -> pd.DataFrame:
-    from .original import TABLE1
-
     merged = ours.merge(TABLE1, on="layer", suffixes=(" (ours)", " (original)"))
     return merged[["layer"] + [f"{s} ({who})" for s in STRATEGIES for who in ("ours", "original")]]
 
@@ -355,8 +349,6 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
 
 def beside_original_table2(results: pd.DataFrame) -> pd.DataFrame:
     """Our Table 2 (rounded, test accuracy %) with the original's numbers in extra rows."""
-    from .original import TABLE2
-
     ours = results.assign(source="ours").round(2)
     theirs = TABLE2.assign(source="original (train mode)")
     table = pd.concat([ours, theirs], ignore_index=True)
@@ -364,8 +356,6 @@ def beside_original_table2(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_prose(run: Run, results: pd.DataFrame, outputs: pd.DataFrame) -> str:
-    from .original import TABLE2
-
     r = results.set_index("strategy")
     o = TABLE2.set_index("strategy")
     lines = [
@@ -445,8 +435,6 @@ def test_image(run: Run, index: int) -> tuple[torch.Tensor, str]:
 
 def speed_models(run: Run) -> dict[str, nn.Module]:
     """The fine-tuned models as masked (dense kernels) and the filter model compacted."""
-    from .compact import compact
-
     models = load_seven(run)
     chosen = {"dense": models["dense"]}
     for strategy in STRATEGIES:
@@ -459,8 +447,6 @@ def speed_models(run: Run) -> dict[str, nn.Module]:
 def compaction_error(run: Run, masked: nn.Module, compacted: nn.Module, images: int = 1000) -> dict:
     """Largest absolute difference of the logits of a masked and its compacted model on the first
     ``images`` test images (eval mode, fp32), and whether their predictions agree."""
-    from .data import to_float
-
     x = to_float(run.data.test_x[:images]).to(run.device)
     a, b = masked.eval()(x), compacted.eval()(x)
     return {"images": images, "max_abs_logit_difference": float((a - b).abs().max()),
@@ -469,8 +455,6 @@ def compaction_error(run: Run, masked: nn.Module, compacted: nn.Module, images: 
 
 def latency(run: Run, models: dict[str, nn.Module], force: bool = False) -> pd.DataFrame:
     """CPU latency table of ``models`` (cached in ``latency.csv``); see :func:`compact.latency_table`."""
-    from .compact import latency_table
-
     if not force and run.path("latency.csv").exists():
         return run.load_csv("latency.csv")
     table = latency_table({k: m.cpu() for k, m in models.items()}, batch_sizes=(1, 256),

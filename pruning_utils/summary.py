@@ -91,8 +91,9 @@ def differences_markdown(run_dir: Path) -> str:
         f"{outputs.get('kept (original)', float('nan')):.2f}% right after pruning with them kept, "
         f"{outputs.get('removed (ours)', float('nan')):.2f}% with them removed (eval mode).",
         "- **Validation vs test set for choosing sparsities.** The original chose its sparsities from scans on the "
-        "test set (and its scan scored only the last test batch); ours come from the 5,000-image validation split "
-        "held out of training, so the test numbers are not tuned on the test set.",
+        "test set (and its scan scored only the last test batch); ours come from the "
+        f"{record['data']['val']:,}-image validation split held out of training, so the test numbers are not tuned "
+        "on the test set.",
         f"- **Model and recipe.** Ours: profile `{record['profile']['name']}` (width {record['profile']['width']}, "
         f"{record['profile']['train']['epochs']} epochs {record['profile']['train']['optimizer']}, head dropout "
         f"{record['profile']['dropout']}) on the JPEG copy of CIFAR-10; the original: full width, 100 epochs of "
