@@ -46,8 +46,29 @@ class Recipe:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.epochs < 0 or self.lr <= 0:
-            raise ValueError(f"epochs must be >= 0 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        _check_int("epochs", self.epochs, 0)
+        _check_number("lr", self.lr, 0.0, None, low_open=True)
+        _check_number("weight_decay", self.weight_decay, 0.0, None)
+        _check_number("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    """ValueError unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, high: float | None, *, low_open: bool = False,
+                  high_open: bool = False) -> None:
+    """ValueError unless ``value`` is a real number in the interval (open ends as asked)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +104,27 @@ class Profile:
             raise ValueError(f"unknown data {self.data!r}; valid: cifar10, synthetic")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        _check_number("threshold", self.threshold, 0.0, 1.0, low_open=True, high_open=True)
+        _check_number("width", self.width, 0.0, None, low_open=True)
+        _check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        for name in ("batch_size", "eval_batch_size", "latency_repeats", "random_seeds"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("recalibration_batches", "short_finetune_epochs"):
+            _check_int(name, getattr(self, name), 0)
+        _check_int("val_size", self.val_size, 0)
+        if self.val_size % 10:
+            raise ValueError(f"val_size must be a multiple of 10 (the same number per class), got {self.val_size!r}")
+        for size in self.synthetic_sizes:
+            _check_int("synthetic_sizes", size, 1)
+        grid = list(self.scan_sparsities)
+        if not grid or grid[0] != 0.0 or grid != sorted(set(grid)):
+            raise ValueError(f"scan_sparsities must start at 0.0 and increase, got {self.scan_sparsities!r}")
+        for s in grid:
+            _check_number("scan_sparsities", s, 0.0, 1.0, high_open=True)
+        for b in self.budgets:
+            _check_number("budgets", b, 0.0, 1.0, low_open=True)
+        for k in self.iterative_rounds:
+            _check_int("iterative_rounds", k, 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

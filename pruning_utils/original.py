@@ -25,7 +25,7 @@ TABLE1 = pd.DataFrame(
 TABLE2 = pd.DataFrame(
     {
         "strategy": ["fine-grained", "kernel", "filter"],
-        "params_remaining_pct": [20.4959, 23.9542, 41.4917],
+        "params_kept_pct": [20.4959, 23.9542, 41.4917],
         "acc_pruned": [40.81, 17.94, 14.05],
         "acc_finetuned": [82.69, 80.70, 82.44],
     }

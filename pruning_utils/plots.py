@@ -151,8 +151,8 @@ def frontier(results: pd.DataFrame, title: str = "Accuracy against conv paramete
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         for (strategy, allocation), group in results.groupby(["strategy", "allocation"], sort=False):
-            group = group.sort_values("conv_params_kept_pct")
-            ax.plot(group["conv_params_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
+            group = group.sort_values("conv_weights_kept_pct")
+            ax.plot(group["conv_weights_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
                     ls="-" if allocation == "guided" else "--", label=f"{strategy}, {allocation}")
         ax.set(xscale="log", xlabel="% conv parameters kept (log)", title=STAGES[stage], ylim=(0, 100))
         ticks = sorted(results["budget"].unique() * 100)
@@ -186,7 +186,7 @@ def iterative(results: pd.DataFrame, title: str = "One shot vs iterative pruning
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (strategy, rounds), group in results.groupby(["strategy", "rounds"], sort=False):
         group = group.sort_values("round")
-        ax.plot(group["conv_params_kept_pct"], group["acc_after_round"], marker="o",
+        ax.plot(group["conv_weights_kept_pct"], group["acc_after_round"], marker="o",
                 color=STRATEGY_COLORS.get(strategy), ls="-" if rounds > 1 else ":",
                 label=f"{strategy}, {rounds} round{'s' if rounds > 1 else ''}")
     ax.invert_xaxis()

@@ -1,16 +1,23 @@
 """Run the study's notebooks with papermill and render them as one HTML report.
 
 ``python -m pruning_utils.report --profile cpu`` executes ``notebooks/01_train`` ... in order
-into ``<run_dir>/notebooks/`` (executed copies kept), skipping a notebook whose executed copy is
-complete (no error, same parameters, newer than its source and the package) unless ``--force``,
-then writes ``<run_dir>/report.html``: every notebook's prose, tables and figures (embedded),
-code hidden, with a table of contents.
+into ``<run_dir>/notebooks/`` and writes ``<run_dir>/report.html``: every notebook's prose,
+tables and figures (embedded), code hidden, with a table of contents.
+
+Every notebook is executed every time: whether work is redone is decided inside, step by step,
+by the keys of :mod:`pruning_utils.artifacts` (a rerun with nothing changed reuses every stored
+result, and each notebook ends with the list of steps it computed or reused). ``--force`` passes
+``force=True`` to every notebook, which recomputes all their steps. A notebook is executed into
+a hidden partial file that replaces the executed copy only when papermill finished it, and the
+whole report holds the run directory's lock (:func:`pruning_utils.runs.run_lock`), so a killed
+or concurrent report never leaves a copy that looks complete. Cell output (the steps, epochs) is
+streamed to the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import re
 import sys
@@ -20,7 +27,7 @@ from pathlib import Path
 import nbformat
 
 from .data import SOURCE_ENV_VAR
-from .runs import RUN_DIR_ENV_VAR, project_root, resolve_path, resolve_profile_name
+from .runs import LOCK_ENV_VAR, RUN_DIR_ENV_VAR, RunBusyError, project_root, resolve_path, resolve_profile_name, run_lock
 
 NOTEBOOKS: tuple[str, ...] = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations",
                               "06_beyond")
@@ -45,66 +52,68 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
         raise ValueError(f"{notebook.name} has no parameter(s) {unknown}; its parameters: {', '.join(declared)}")
 
 
-def has_error(path: Path) -> bool:
-    nb = nbformat.read(path, as_version=4)
-    return any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+class _CellOutputOnly(logging.Filter):
+    """Keep papermill's streamed cell output, drop its per-cell banners."""
 
-
-def _injected_parameters(path: Path) -> dict:
-    return nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {})
-
-
-def _newest_source_time(notebook: Path) -> float:
-    package = project_root() / "pruning_utils"
-    return max([notebook.stat().st_mtime] + [p.stat().st_mtime for p in package.glob("*.py")])
-
-
-def is_complete(executed: Path, source: Path, parameters: dict) -> bool:
-    """An executed copy counts as done when it has no error, the same parameters, and is newer
-    than its source notebook and every package module."""
-    return (
-        executed.exists()
-        and not has_error(executed)
-        and _injected_parameters(executed) == json.loads(json.dumps(parameters))
-        and executed.stat().st_mtime >= _newest_source_time(source)
-    )
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith(("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
+                                     "Output Notebook", "Executing:", "Black is not installed"))
+                    or not text.strip())
 
 
 def run_notebooks(
     run_dir: Path,
     parameters: dict,
     notebooks: tuple[str, ...] | None = None,
-    force: bool = False,
     log=print,
+    stream: bool = True,
 ) -> list[Path]:
-    """Execute ``notebooks`` in order into ``run_dir/notebooks``; return the executed copies."""
+    """Execute ``notebooks`` in order into ``run_dir/notebooks``, holding the run's lock; return the copies."""
     import papermill
 
     notebooks = notebooks or available_notebooks()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if stream:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(_CellOutputOnly())
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        logger = logging.getLogger("papermill")
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     executed = []
-    for index, name in enumerate(notebooks, 1):
-        source = notebook_dir() / f"{name}.ipynb"
-        target = out_dir / f"{name}.ipynb"
-        params = {k: v for k, v in parameters.items() if k in papermill.inspect_notebook(str(source))}
-        if not force and is_complete(target, source, params):
-            log(f"[{index}/{len(notebooks)}] {name}: complete, skipped (use --force to redo)")
-        else:
-            log(f"[{index}/{len(notebooks)}] {name}: running ...")
-            started = time.perf_counter()
-            check_parameters(source, params)
-            papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(notebook_dir()),
-                                       kernel_name="python3", progress_bar=False)
-            _relative_papermill_paths(target)
-            log(f"[{index}/{len(notebooks)}] {name}: done in {time.perf_counter() - started:.0f} s")
-        executed.append(target)
+    with run_lock(run_dir):
+        held = os.environ.get(LOCK_ENV_VAR)
+        os.environ[LOCK_ENV_VAR] = os.pathsep.join(filter(None, [held, str(run_dir.resolve())]))
+        try:
+            for index, name in enumerate(notebooks, 1):
+                source = notebook_dir() / f"{name}.ipynb"
+                target = out_dir / f"{name}.ipynb"
+                partial = out_dir / f".{name}.partial.ipynb"
+                params = {k: v for k, v in parameters.items() if k in papermill.inspect_notebook(str(source))}
+                check_parameters(source, params)
+                log(f"[{index}/{len(notebooks)}] {name}: running ...")
+                started = time.perf_counter()
+                papermill.execute_notebook(str(source), str(partial), parameters=params, cwd=str(notebook_dir()),
+                                           kernel_name="python3", progress_bar=False, log_output=stream)
+                _relative_papermill_paths(partial, target)
+                os.replace(partial, target)
+                log(f"[{index}/{len(notebooks)}] {name}: done in {time.perf_counter() - started:.0f} s")
+                executed.append(target)
+        finally:
+            if held is None:
+                os.environ.pop(LOCK_ENV_VAR, None)
+            else:
+                os.environ[LOCK_ENV_VAR] = held
     return executed
 
 
-def _relative_papermill_paths(path: Path) -> None:
-    """Record papermill's input and output paths relative to the project (no machine paths)."""
+def _relative_papermill_paths(path: Path, output: Path) -> None:
+    """Record papermill's input path relative to the project and ``output`` as its output path."""
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.setdefault("papermill", {})["output_path"] = str(output)
     meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if meta.get(key):
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="", help="default: $PRUNING_RUN_DIR or data/runs/<profile>")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
-    parser.add_argument("--force", action="store_true", help="re-execute notebooks even when complete")
+    parser.add_argument("--force", action="store_true", help="recompute every step (passes force=True to each notebook)")
     parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
     args = parser.parse_args(argv)
 
@@ -170,10 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         run_dir_param = str(run_dir)
     parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
-                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, "")}
+                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, ""), "force": args.force}
     print(f"study: profile {profile}, run directory {run_dir}", flush=True)
-    executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None, force=args.force,
-                             log=lambda m: print(m, flush=True))
+    try:
+        executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None,
+                                 log=lambda m: print(m, flush=True))
+    except RunBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     output = render_html(executed, run_dir / "report.html", f"Pruning and sparsity, revisited ({profile} profile)")
     print(f"report: {output}", flush=True)
     return 0

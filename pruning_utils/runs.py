@@ -1,49 +1,49 @@
-"""A study run: its directory, its record, and the artifacts the notebooks pass along.
+"""A study run: its directory, its data, its lock, and how its steps are run and reused.
 
-Every notebook opens the run with :func:`open_run` (checks the parameters before any work,
-loads the data, writes ``run.json`` with the profile, seed, data source and code version), reads
-what earlier notebooks wrote with :func:`require` (a missing artifact names the notebook to run
-first) and saves models with :func:`save_model` / :func:`load_model` (pruning masks included).
-Paths given relative are relative to the project root, wherever the notebook runs from.
+Every notebook opens the run with :func:`open_run` (checks the parameters before any work, loads
+the data). ``run.json`` names the run once, when the directory is created: profile and seed; a
+directory is never reopened with another profile or seed. Everything else a result depends on
+(settings, data, upstream results, parameters) is part of that result's key
+(:mod:`pruning_utils.artifacts`), so a setting changed on an existing run recomputes exactly the
+steps that read it (:meth:`Run.step`).
+
+One process computes in a run directory at a time: :func:`run_lock` holds an exclusive lock on
+``<run_dir>/.lock`` while a step computes (and ``pruning_utils.report`` holds it for a whole
+report, passing it on to its notebooks through ``$PRUNING_RUN_LOCK``); another process gets
+:class:`RunBusyError` at once. Relative paths are relative to the project root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
-from torch.nn.utils import prune
 
+from .artifacts import ArtifactError, Store, canonical, spec_for, step_key, write_text_atomic
 from .config import Profile, get_profile
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
+from .evaluation import pick_device, resolve_precision
+from .latency import cpu_model
 from .model import VGG16
-from .train import pick_device, resolve_precision, save_atomic
 
 PROFILE_ENV_VAR = "PRUNING_PROFILE"
 RUN_DIR_ENV_VAR = "PRUNING_RUN_DIR"
+LOCK_ENV_VAR = "PRUNING_RUN_LOCK"  # run directories whose lock a parent process holds (os.pathsep-separated)
 
-# which notebook writes which artifact (file name patterns inside the run directory)
-PRODUCERS: dict[str, str] = {
-    "dense.pt": "01_train",
-    "dense_history.csv": "01_train",
-    "dense_metrics.json": "01_train",
-    "sensitivity_{strategy}.csv": "02_sensitivity",
-    "sparsities.csv": "03_prune_finetune",
-    "results.csv": "03_prune_finetune",
-    "pruned_{strategy}.pt": "03_prune_finetune",
-    "finetuned_{strategy}.pt": "03_prune_finetune",
-    "frontier.csv": "06_beyond",
-    "criteria.csv": "06_beyond",
-    "iterative.csv": "06_beyond",
-    "latency.csv": "06_beyond",
-}
+
+class RunBusyError(RuntimeError):
+    """Another process is computing in this run directory."""
 
 
 def project_root() -> Path:
@@ -64,17 +64,55 @@ def resolve_path(path: str | os.PathLike) -> Path:
 def code_version() -> str:
     """``git describe`` of the project (with ``-dirty`` for uncommitted changes), or ``unknown``."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=project_root(), capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=project_root(), capture_output=True,
+                             text=True, timeout=10)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
+_held: dict[str, int] = {}  # run directories locked by this process -> nesting depth
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (re-entrant in one process; inherited via ``$PRUNING_RUN_LOCK``)."""
+    where = str(Path(run_dir).resolve())
+    if where in os.environ.get(LOCK_ENV_VAR, "").split(os.pathsep) or _held.get(where):
+        _held[where] = _held.get(where, 0) + 1
+        try:
+            yield
+        finally:
+            _held[where] -= 1
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(run_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunBusyError(f"run directory {run_dir} is in use by another process ({holder}); wait for it to "
+                               "finish, or use another run_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+        _held[where] = 1
+        try:
+            yield
+        finally:
+            _held[where] = 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _plain(value: object) -> object:
+    return asdict(value) if is_dataclass(value) else value
+
+
 @dataclass
 class Run:
-    """An open study run: settings, data and where its artifacts and figures go."""
+    """An open study run: settings, data, where artifacts and figures go, and its step log."""
 
     profile: Profile
     seed: int
@@ -83,16 +121,79 @@ class Run:
     data: CifarSplits
     device: torch.device
     precision: str
+    force: bool = False  # recompute the steps a notebook calls directly (never their upstream steps)
+    progress: bool = True
+    events: list[dict] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)  # objects loaded in this session, keyed by what they are
+
+    def __post_init__(self) -> None:
+        self._current: set[tuple[str, str]] = set()
+        self.store = Store(self.run_dir, {
+            "profile": self.profile.name, "seed": self.seed, "data": self.data.describe(),
+            "precision": self.precision, "device": str(self.device), "cpu": cpu_model(),
+            "torch": torch.__version__, "python": platform.python_version(), "code_version": code_version()})
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
 
+    def figure_path(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
+
     def new_model(self) -> VGG16:
         """A freshly initialised model of this run's width (seeded by the run's seed)."""
         torch.manual_seed(self.seed)
-        return VGG16(width=self.profile.width, dropout=self.profile.dropout, head_init=self.profile.head_init).to(
-            self.device
-        )
+        p = self.profile
+        return VGG16(width=p.width, dropout=p.dropout, head_init=p.head_init).to(self.device)
+
+    def data_inputs(self) -> dict:
+        """What identifies the images a step sees: the source's content key and the split."""
+        d = self.data.describe()
+        return {"source_key": d["source_key"], "val_size": self.profile.val_size, "split_seed": self.seed,
+                "sizes": [d["train"], d["val"], d["test"]]}
+
+    def settings(self, *names: str) -> dict:
+        """The named profile settings, as plain values (for step keys)."""
+        return {name: _plain(getattr(self.profile, name)) for name in names}
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(message, flush=True)
+
+    def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], None],
+             force: bool | None = None, label: str = "") -> str:
+        """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs``,
+        else run ``compute(key)`` (which writes them) under the run lock and record them.
+        ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``."""
+        for name in names:
+            spec_for(name)  # every artifact is registered
+        key = step_key(step, inputs)
+        force = self.force if force is None else force
+        what = f"{step}{f' ({label})' if label else ''}"
+        if not force and (step, key) in self._current:  # already checked or made in this session
+            return key
+        status = "forced" if force else self.store.status(names, key, inputs)
+        if status == "fresh":
+            self._current.add((step, key))
+            self.events.append({"step": what, "status": "reused", "key": key, "seconds": 0.0, "why": ""})
+            self.log(f"[step] {what}: reused ({key})")
+            return key
+        self.log(f"[step] {what}: computing ({status}) ...")
+        started = time.perf_counter()
+        with run_lock(self.run_dir):
+            self.store.invalidate(names)
+            compute(key)
+            seconds = time.perf_counter() - started
+            self.store.commit(names, key, step, inputs, {"seconds": round(seconds, 2),
+                                                       "created": datetime.now(timezone.utc).isoformat()})
+        self._current.add((step, key))
+        self.events.append({"step": what, "status": "computed", "key": key, "seconds": seconds, "why": status})
+        self.log(f"[step] {what}: done in {seconds:.0f} s")
+        return key
+
+    def step_log(self) -> pd.DataFrame:
+        """The steps this session ran or reused, for the end of each notebook."""
+        frame = pd.DataFrame(self.events, columns=["step", "status", "key", "seconds", "why"])
+        return frame.assign(seconds=frame["seconds"].round(1))
 
     def summary(self) -> str:
         """A few stable lines naming the run: profile, data, splits, where artifacts go."""
@@ -101,40 +202,49 @@ class Run:
             where = self.run_dir.relative_to(project_root())
         except ValueError:
             where = self.run_dir
-        return (
-            f"profile: {self.profile.name} (width {self.profile.width}, seed {self.seed})\n"
-            f"data: {data['source']}\n"
-            f"splits: train {data['train']:,} / validation {data['val']:,} / test {data['test']:,} images\n"
-            f"run directory: {where}"
-        )
-
-    def figure_path(self, name: str) -> Path:
-        return self.figures_dir / f"{name}.png"
+        return (f"profile: {self.profile.name} (width {self.profile.width}, seed {self.seed})\n"
+                f"data: {data['source']}\n"
+                f"splits: train {data['train']:,} / validation {data['val']:,} / test {data['test']:,} images\n"
+                f"run directory: {where}")
 
     def save_json(self, name: str, obj: dict) -> Path:
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
+        write_text_atomic(self.path(name), json.dumps(canonical(obj), indent=2) + "\n")
+        return self.path(name)
 
     def load_json(self, name: str) -> dict:
-        return json.loads(require(self, name).read_text())
+        try:
+            return json.loads(self.path(name).read_text())
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{self.path(name)} cannot be read ({error}); delete it, or rerun with force=True "
+                                "(FORCE=1), to recompute it") from error
 
     def save_csv(self, name: str, frame: pd.DataFrame) -> Path:
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        write_text_atomic(self.path(name), frame.to_csv(index=False))
+        return self.path(name)
 
     def load_csv(self, name: str) -> pd.DataFrame:
-        return pd.read_csv(require(self, name))
+        return pd.read_csv(self.path(name))
 
 
 def resolve_profile_name(profile: str | None) -> str:
     """The profile asked for, else ``$PRUNING_PROFILE``, else cpu/paper by hardware."""
     return profile or os.environ.get(PROFILE_ENV_VAR) or get_profile().name
+
+
+def _check_identity(run_dir: Path, identity: dict) -> None:
+    """Refuse a run directory whose ``run.json`` records another profile or seed, or cannot be read."""
+    path = run_dir / "run.json"
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text())
+        recorded = {k: previous[k] for k in identity}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{path} cannot be read ({error}); delete it (the run's artifacts stay keyed by their "
+                            "inputs) or choose another run_dir") from error
+    if recorded != identity:
+        raise ValueError(f"run directory {run_dir} holds the run {recorded}, not {identity}; choose another run_dir "
+                         "or delete it")
 
 
 def open_run(
@@ -143,54 +253,37 @@ def open_run(
     seed: int = 0,
     data_source: str | None = None,
     figures_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool = True,
     **overrides,
 ) -> Run:
-    """Check the parameters, make the run directory, load the data, record the run.
+    """Check the parameters, make the run directory, load the data.
 
     ``profile`` None/"" -> ``$PRUNING_PROFILE`` or the hardware default; ``run_dir`` None/"" ->
     ``$PRUNING_RUN_DIR`` or ``data/runs/<profile>``; ``figures_dir`` -> ``figures/<run name>``;
     ``data_source`` None/"" -> ``$PRUNING_DATA_SOURCE`` or the default lookup (the smoke profile
-    always uses generated images). ``overrides`` change single profile settings.
-    A run directory already recorded with other settings is refused.
+    always uses generated images). ``overrides`` change single profile settings (they enter the
+    keys of the steps that read them). ``force`` recomputes the steps called directly.
     """
     name = resolve_profile_name(profile)
-    settings = get_profile(name, **overrides)  # unknown names raise here, before any work
+    settings = get_profile(name, **overrides)  # unknown names and impossible values raise here
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(force, bool):
+        raise ValueError(f"force must be True or False, got {force!r}")
     run_dir = resolve_path(run_dir or os.environ.get(RUN_DIR_ENV_VAR) or f"data/runs/{name}")
     figures = resolve_path(figures_dir or Path("figures") / run_dir.name)
+    _check_identity(run_dir, {"profile": name, "seed": seed})
     device = pick_device()
-    record = {"profile": settings.to_dict(), "seed": seed}
-    existing = run_dir / "run.json"
-    if existing.exists():
-        previous = json.loads(existing.read_text())
-        if {k: previous.get(k) for k in record} != json.loads(json.dumps(record)):
-            raise ValueError(
-                f"run directory {run_dir} holds a run with other settings (profile/seed); "
-                "choose another run_dir or delete it"
-            )
     source = "synthetic" if settings.data == "synthetic" else _resolve_source_path(data_source)
-    data = load_splits(
-        source,
-        cache_dir=resolve_path("data/cache"),
-        val_size=settings.val_size,
-        seed=seed,
-        synthetic_sizes=settings.synthetic_sizes,
-    )
+    data = load_splits(source, cache_dir=resolve_path("data/cache"), val_size=settings.val_size, seed=seed,
+                       synthetic_sizes=settings.synthetic_sizes)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "run.json").exists():
+        write_text_atomic(run_dir / "run.json", json.dumps({"profile": name, "seed": seed}, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
-    run = Run(settings, seed, run_dir, figures, data, device, resolve_precision(settings.precision, device))
-    record |= {
-        "data": data.describe(),
-        "device": str(device),
-        "precision": run.precision,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "code_version": code_version(),
-    }
-    if not existing.exists() or json.loads(existing.read_text()) != json.loads(json.dumps(record, default=str)):
-        run.save_json("run.json", record)
-    return run
+    return Run(settings, seed, run_dir, figures, data, device, resolve_precision(settings.precision, device),
+               force=force, progress=progress)
 
 
 def _resolve_source_path(source: str | None) -> str | None:
@@ -200,57 +293,3 @@ def _resolve_source_path(source: str | None) -> str | None:
     if source is None or source in ("torchvision", "synthetic") or Path(source).is_absolute():
         return source
     return str(resolve_path(source))
-
-
-def require(run: Run, name: str) -> Path:
-    """Path of artifact ``name`` in the run; FileNotFoundError naming the notebook that makes it."""
-    path = run.path(name)
-    if not path.exists():
-        producer = next(
-            (nb for pattern, nb in PRODUCERS.items() if _matches(pattern, name)), "the earlier notebooks"
-        )
-        raise FileNotFoundError(f"{path} is missing: run notebooks/{producer}.ipynb first (same profile and run_dir)")
-    return path
-
-
-def _matches(pattern: str, name: str) -> bool:
-    if "{" not in pattern:
-        return pattern == name
-    head, tail = pattern.split("{")[0], pattern.split("}")[1]
-    return name.startswith(head) and name.endswith(tail)
-
-
-def _masked_parameters(model: nn.Module) -> list[tuple[str, str]]:
-    """(module name, parameter name) of every parameter carrying a prune mask."""
-    found = []
-    for module_name, module in model.named_modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                found.append((module_name, hook._tensor_name))
-    return found
-
-
-def save_model(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
-    """Save weights, pruning masks and ``meta`` (atomically); :func:`load_model` restores them."""
-    path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    dropout = next((m.p for m in model.modules() if isinstance(m, nn.Dropout)), 0.0)
-    save_atomic(
-        {"state": state, "width": model.width, "dropout": dropout, "masked": _masked_parameters(model), "meta": meta},
-        path,
-    )
-    return path
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[VGG16, dict]:
-    """A model saved by :func:`save_model`, with its masks re-attached, and its ``meta``."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = VGG16(width=saved["width"], dropout=saved["dropout"])
-    modules = dict(model.named_modules())
-    for module_name, param in saved["masked"]:
-        prune.identity(modules[module_name], param)
-    model.load_state_dict(saved["state"])
-    for module_name, param in saved["masked"]:  # refresh `weight` = weight_orig * weight_mask
-        module = modules[module_name]
-        setattr(module, param, getattr(module, f"{param}_orig") * getattr(module, f"{param}_mask"))
-    return model.to(device).eval(), saved["meta"]

@@ -5,7 +5,7 @@ unchanged, so for each batch the activations entering layer k are computed once 
 rest of the network is run for each sparsity. Masks are computed once per (layer, sparsity) and
 swapped into the live model (no copies); sparsity 0 is the dense model, evaluated once. In a
 fixed precision the result equals :func:`scan_sensitivity_naive` (copy the model, prune one
-layer with :func:`pruning_utils.pruners.prune_model`, run the whole network), which is kept as
+layer with :func:`pruning_utils.masks.prune_model`, run the whole network), which is kept as
 the reference for tests and benchmarks.
 
 Both return a DataFrame with columns ``strategy, layer, sparsity, accuracy`` (accuracy in [0, 1]).
@@ -14,7 +14,6 @@ Both return a DataFrame with columns ``strategy, layer, sparsity, accuracy`` (ac
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
@@ -23,9 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import SCAN_SPARSITIES
-from .model import CONV_NAMES, VGG16, batchnorm_after, conv_layers
-from .pruners import _validate_sparsity, _validate_strategy, make_mask, prune_model
-from .train import autocast, evaluate, prepare_batch, resolve_precision
+from .criteria import check_sparsity, check_strategy, make_mask, unit_scores
+from .evaluation import autocast, copy_model, evaluate, prepare_batch, resolve_precision
+from .masks import mask_targets, prune_model
+from .model import CONV_NAMES, VGG16, conv_layers
 
 COLUMNS = ["strategy", "layer", "sparsity", "accuracy"]
 
@@ -49,26 +49,11 @@ def _swapped(params: dict[nn.Parameter, torch.Tensor]) -> Iterator[None]:
             p.data = value
 
 
-def _pruned_values(
-    model: VGG16, layer: str, mask: torch.Tensor, strategy: str, remove_filter_outputs: bool
-) -> dict[nn.Parameter, torch.Tensor]:
-    """The parameter values :func:`prune_model` would give ``layer`` for ``mask``."""
-    conv = conv_layers(model)[layer]
-    values = {conv.weight: conv.weight.data * mask}
-    if strategy == "filter" and remove_filter_outputs:
-        alive = mask.flatten(1).any(dim=1)
-        bn = batchnorm_after(model)[layer]
-        for p in (conv.bias, bn.weight, bn.bias):
-            if p is not None:
-                values[p] = p.data * alive
-    return values
-
-
 def _check_scan_args(strategy: str, sparsities: Sequence[float], layers: Sequence[str]) -> None:
-    _validate_strategy(strategy)
+    check_strategy(strategy)
     _validate_layers(layers)
     for s in sparsities:
-        _validate_sparsity(s)
+        check_sparsity(s)
 
 
 @torch.no_grad()
@@ -96,7 +81,8 @@ def scan_sensitivity(
     try:
         for layer in tqdm(layers, desc=f"scan {strategy}", disable=not progress, mininterval=2.0):
             weight = conv_layers(model)[layer].weight
-            masks = {s: make_mask(weight, s, strategy) for s in sparsities if round(s * weight.numel()) > 0}
+            units = unit_scores(weight, strategy).numel()
+            masks = {s: make_mask(weight, s, strategy) for s in sparsities if round(s * units) > 0}
             correct = dict.fromkeys(masks, 0)
             for start in range(0, len(x), batch_size):
                 inputs = prepare_batch(x[start : start + batch_size], device)
@@ -106,7 +92,8 @@ def scan_sensitivity(
                 for s, mask in masks.items():
                     # a fresh autocast context per sparsity: autocast caches the low-precision
                     # copy of each weight while a context is open, which would outlive the swap
-                    with _swapped(_pruned_values(model, layer, mask, strategy, remove_filter_outputs)):
+                    masked = mask_targets(model, layer, mask, strategy, remove_filter_outputs)
+                    with _swapped({getattr(m, n): getattr(m, n).data * t for (m, n), t in masked.items()}):
                         with autocast(device, precision):
                             logits = model.forward_from(entering, layer)
                     correct[s] += int((logits.argmax(1) == targets).sum())
@@ -145,7 +132,7 @@ def scan_sensitivity_naive(
     rows = []
     points = [(layer, s) for layer in layers for s in sparsities]
     for layer, s in tqdm(points, desc=f"naive scan {strategy}", disable=not progress, mininterval=2.0):
-        pruned = prune_model(copy.deepcopy(model), {layer: s}, strategy, remove_filter_outputs=remove_filter_outputs)
+        pruned = prune_model(copy_model(model), {layer: s}, strategy, remove_filter_outputs=remove_filter_outputs)
         acc = evaluate(pruned, x, y, batch_size=batch_size, precision=precision, channels_last=channels_last)
         rows.append((strategy, layer, float(s), acc))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from .original import DENSE_TEST_ACCURACY, TABLE1, TABLE2
-from .pruners import STRATEGIES
+from .artifacts import Store
+from .criteria import STRATEGIES
 from .runs import project_root, resolve_path
 
 
@@ -27,12 +28,25 @@ def _md(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+SHOWN = ("dense.pt", "sparsities.csv", "results.csv", "filter_outputs.csv", "latency.csv", "frontier.csv",
+         "criteria.csv", "iterative.csv")  # the artifacts the README's blocks show
+
+
 def run_label(run_dir: Path) -> str:
-    record = json.loads((run_dir / "run.json").read_text())
-    p = record["profile"]
-    return (f"profile `{p['name']}`, width {p['width']}, seed {record['seed']}, data: {record['data']['source']}, "
-            f"{record['precision']} on {record['device']}, code {record['code_version']}; accuracies are test-set "
-            f"accuracy in eval mode unless marked")
+    """Where the shown artifacts came from, read from their own provenance records (each value once)."""
+    store = Store(run_dir, {})
+    records = [r for r in (store.record(name) for name in SHOWN) if r is not None]
+    if not records:
+        return "(no recorded artifacts)"
+
+    def values(field: str, pick=lambda v: v) -> str:
+        return " / ".join(dict.fromkeys(str(pick(r[field])) for r in records if field in r))
+
+    dense = store.record("dense.pt") or {"inputs": {}}
+    return (f"profile `{values('profile')}` (width {dense['inputs'].get('width', '?')}), seed {values('seed')}, "
+            f"data: {values('data', lambda d: d['source'])}, {values('precision')} on {values('device')} "
+            f"({values('cpu')}), code {values('code_version')}; accuracies are test-set accuracy in eval mode "
+            "unless marked")
 
 
 def table1_markdown(run_dir: Path) -> str:
@@ -47,7 +61,7 @@ def table2_markdown(run_dir: Path) -> str:
     results = pd.read_csv(run_dir / "results.csv").set_index("strategy")
     original = TABLE2.set_index("strategy")
     rows = [{
-        "model": "dense", "% params left (ours / orig.)": "100 / 100", "% conv params left": "100",
+        "model": "dense", "% params left (ours / orig.)": "100 / 100", "% conv weights left": "100",
         "after pruning": f"{100 * dense['test_accuracy']:.2f}",
         "after pruning, train mode": f"{100 * dense['test_accuracy_train_mode']:.2f}",
         "after BN recal.": "-", "after fine-tuning": "-",
@@ -57,8 +71,8 @@ def table2_markdown(run_dir: Path) -> str:
         r, o = results.loc[s], original.loc[s]
         rows.append({
             "model": s,
-            "% params left (ours / orig.)": f"{r['params_remaining_pct']:.2f} / {o['params_remaining_pct']:.2f}",
-            "% conv params left": f"{r['conv_params_remaining_pct']:.2f}",
+            "% params left (ours / orig.)": f"{r['params_kept_pct']:.2f} / {o['params_kept_pct']:.2f}",
+            "% conv weights left": f"{r['conv_weights_kept_pct']:.2f}",
             "after pruning": f"{r['acc_pruned']:.2f}",
             "after pruning, train mode": f"{r['acc_pruned_train_mode']:.2f}",
             "after BN recal.": f"{r['acc_recalibrated']:.2f}",
@@ -73,7 +87,7 @@ def differences_markdown(run_dir: Path) -> str:
     dense = json.loads((run_dir / "dense_metrics.json").read_text())
     results = pd.read_csv(run_dir / "results.csv").set_index("strategy")
     outputs = pd.read_csv(run_dir / "filter_outputs.csv").set_index("filter_outputs")["acc_pruned"]
-    record = json.loads((run_dir / "run.json").read_text())
+    record = json.loads((run_dir / "provenance" / "dense.pt.json").read_text())
     pruned_eval = ", ".join(f"{s} {results.at[s, 'acc_pruned']:.2f}%" for s in STRATEGIES)
     pruned_train = ", ".join(f"{s} {results.at[s, 'acc_pruned_train_mode']:.2f}%" for s in STRATEGIES)
     recal = ", ".join(f"{s} {results.at[s, 'acc_recalibrated']:.2f}%" for s in STRATEGIES)
@@ -94,18 +108,18 @@ def differences_markdown(run_dir: Path) -> str:
         "test set (and its scan scored only the last test batch); ours come from the "
         f"{record['data']['val']:,}-image validation split held out of training, so the test numbers are not tuned "
         "on the test set.",
-        f"- **Model and recipe.** Ours: profile `{record['profile']['name']}` (width {record['profile']['width']}, "
-        f"{record['profile']['train']['epochs']} epochs {record['profile']['train']['optimizer']}, head dropout "
-        f"{record['profile']['dropout']}) on the JPEG copy of CIFAR-10; the original: full width, 100 epochs of "
+        f"- **Model and recipe.** Ours: profile `{record['profile']}` (width {record['inputs']['width']}, "
+        f"{record['inputs']['train']['epochs']} epochs {record['inputs']['train']['optimizer']}, head dropout "
+        f"{record['inputs']['dropout']}) on {record['data']['source']}; the original: full width, 100 epochs of "
         "Adam on the official images. Parameter percentages differ too: at width 0.25 the classifier head holds a "
         "much larger share of the parameters, so '% params left' of the whole model stays high even when most "
-        "conv weights are gone; compare '% conv params left'.",
+        "conv weights are gone; compare '% conv weights left'.",
     ])
 
 
 def beyond_markdown(run_dir: Path) -> str:
     """Notebook 06's findings, from its cached CSVs (what exists of them)."""
-    from . import study
+    from . import prose as study
 
     parts = []
     if (run_dir / "latency.csv").exists():

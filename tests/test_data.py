@@ -7,6 +7,7 @@ One integration test reads the real archive ``../shared/datasets/cifar10-jpeg.ta
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import tarfile
 import time
@@ -18,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pruning_utils import data
+import pruning_utils.data.load
 from pruning_utils.data import (
     CLASSES,
     SOURCE_ENV_VAR,
@@ -159,7 +160,9 @@ def test_archive_round_trips_with_or_without_wrapping_folder(tmp_path, name, wra
     archive = write_archive(tmp_path / "tree", tmp_path / name, wrapper)
     splits = load_cifar10(archive, cache_dir=tmp_path / "cache", val_size=0)
     assert_same_data(splits, expected)
-    assert splits.source == f"CIFAR-10, PNG copy ({name}, sha256 {data._sha256_file(archive)[:8]}...)"
+    key = hashlib.sha256(archive.read_bytes()).hexdigest()  # an archive's key is its bytes' sha256
+    assert splits.source == f"CIFAR-10, PNG copy ({name}, sha256 {key[:8]}...)"
+    assert splits.source_key == key
 
 
 def test_official_batches_round_trip_exactly(tmp_path, trust_batches):
@@ -215,8 +218,9 @@ def test_second_load_reads_the_cache_without_decoding(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoder called although the cache holds this source")
 
-    for name in ("_decode_archive", "_decode_folder", "_decode_batches"):
-        monkeypatch.setattr(data, name, no_decoding)
+    # load_cifar10 decodes only through decode_source; images only through PIL
+    monkeypatch.setattr(pruning_utils.data.load, "decode_source", no_decoding)
+    monkeypatch.setattr(Image, "open", no_decoding)
     again = load_cifar10(archive, cache_dir=tmp_path / "cache", val_size=20)
     for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert torch.equal(getattr(first, field), getattr(again, field))
@@ -332,16 +336,46 @@ def test_nothing_found_names_the_three_ways_and_the_env_var(tmp_path):
     assert cache_files(tmp_path / "data" / "cache") == []
 
 
-def test_failed_download_is_a_data_source_error(tmp_path, monkeypatch):
+@pytest.fixture
+def offline(monkeypatch) -> list[Path]:
+    """torchvision's download fails as it does without network; the list collects its roots."""
     import torchvision
 
-    def offline(self):
+    attempts = []
+
+    def download(self):
+        attempts.append(Path(self.root))
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
-    with pytest.raises(DataSourceError, match="no network") as info:
-        load_cifar10(tmp_path / "empty", cache_dir=tmp_path / "cache", download=True)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", download)
+    return attempts
+
+
+def test_failed_download_is_a_data_source_error(tmp_path, offline):
+    """download=True fetches into an existing directory or, for 'torchvision', the cache's parent."""
+    (tmp_path / "empty").mkdir()
+    for source in (tmp_path / "empty", "torchvision"):
+        with pytest.raises(DataSourceError, match="no network") as info:
+            load_cifar10(source, cache_dir=tmp_path / "data" / "cache", download=True)
+        assert all(needle in str(info.value) for needle in HOW_TO)
+    assert offline == [tmp_path / "empty", tmp_path / "data"]
+
+
+@pytest.mark.parametrize("via", ["argument", "string", "env var"])
+@pytest.mark.parametrize("download", [True, False])
+def test_mistyped_directory_is_refused_without_download_or_creation(tmp_path, monkeypatch, offline,
+                                                                     via, download):
+    missing = tmp_path / "dta" / "cifar10"  # the user meant data/cifar10
+    source = {"argument": missing, "string": str(missing), "env var": None}[via]
+    if via == "env var":
+        monkeypatch.setenv(SOURCE_ENV_VAR, str(missing))
+    with pytest.raises(DataSourceError, match="does not exist") as info:
+        load_cifar10(source, cache_dir=tmp_path / "data" / "cache", download=download)
+    assert str(missing) in str(info.value)
     assert all(needle in str(info.value) for needle in HOW_TO)
+    assert offline == []
+    assert not (tmp_path / "dta").exists()
+    assert cache_files(tmp_path / "data") == []
 
 
 def _valid_archive_bytes(tmp_path: Path) -> bytes:

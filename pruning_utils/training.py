@@ -1,23 +1,22 @@
-"""Training, evaluation and BatchNorm recalibration on uint8 tensor datasets.
+"""Training on uint8 tensor datasets, with checkpoints that know which run they belong to.
 
 The data stays as uint8 tensors; each training batch is a slice of a seeded random permutation,
-augmented as a whole batch in torch (:func:`pruning_utils.data.augment_batch`). On a CPU the
-model runs in channels_last with bf16 autocast where the CPU supports bf16 (fp32 selectable);
-on CUDA with autocast (bf16 where supported, else fp16 with a gradient scaler).
+augmented as a whole batch in torch (:func:`pruning_utils.data.augment_batch`). Precision and
+layout as in :mod:`pruning_utils.evaluation` (fp16 on CUDA adds a gradient scaler).
 
-:func:`evaluate` always runs in eval mode (BatchNorm running statistics, dropout off): the
-original report's headline numbers were measured in train mode. :func:`train` writes an atomic
-checkpoint after every epoch (model, optimizer, scheduler, RNG states, history) and resumes
-from it; a run interrupted and resumed ends with the same weights as an uninterrupted one.
+:func:`train` writes an atomic checkpoint after every epoch (model, optimizer, scheduler, RNG
+states, history, and the ``identity`` of the training it belongs to) and resumes from it; a run
+interrupted and resumed ends with the same weights as an uninterrupted one. A checkpoint whose
+identity differs from the one asked for (another seed, recipe, width, upstream model...) or that
+cannot be read is refused with :class:`CheckpointError`, naming the file and the way out.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -27,126 +26,34 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import Recipe
-from .data import augment_batch, to_float
+from .data import augment_batch
+from .evaluation import autocast, evaluate, pick_device, prepare_batch, resolve_precision
+from .model_files import save_atomic
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed: unreadable, or written by another training."""
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Turn ``auto`` into ``bf16`` / ``fp16`` / ``fp32`` for ``device``; check explicit choices."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"unknown precision {precision!r}; valid: auto, bf16, fp16, fp32")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 autocast is only supported on CUDA here; use bf16 or fp32 on CPU")
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def prepare_batch(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
-    """Float batch on ``device``, in channels_last memory format unless asked otherwise."""
-    x = x if x.is_floating_point() else to_float(x)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return x.to(device, non_blocking=True).contiguous(memory_format=layout)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-    channels_last: bool = True,
-) -> torch.Tensor:
-    """Predicted class of every image in uint8 ``x``, computed in eval mode."""
-    device = device or next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    was_training = model.training
-    model.eval()
+def load_checkpoint(path: Path, identity: dict, device: torch.device) -> dict:
+    """The checkpoint at ``path`` if it was written for ``identity``; CheckpointError otherwise."""
     try:
-        preds = []
-        for start in range(0, len(x), batch_size):
-            with autocast(device, precision):
-                logits = model(prepare_batch(x[start : start + batch_size], device, channels_last))
-            preds.append(logits.argmax(1).cpu())
-        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-    finally:
-        model.train(was_training)
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-    channels_last: bool = True,
-) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on ``(x, y)``, always in eval mode."""
-    if len(x) == 0:
-        raise ValueError("cannot evaluate on an empty split")
-    preds = predict(model, x, batch_size=batch_size, device=device, precision=precision, channels_last=channels_last)
-    return int((preds == y.cpu()).sum()) / len(y)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    num_batches: int,
-    batch_size: int,
-    seed: int = 0,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean and variance on augmented training batches.
-
-    No gradient step: only BatchNorm layers run in train mode (dropout stays off), with
-    ``momentum=None`` so the statistics are the plain average over ``num_batches`` batches.
-    Pruning shifts each layer's activation statistics; this corrects the stale ones.
-    """
-    device = device or next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = {bn: bn.momentum for bn in bns}
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    try:
-        order = torch.randperm(len(x), generator=generator)
-        for b in range(num_batches):
-            idx = order[(b * batch_size) % len(x) :][:batch_size]
-            with autocast(device, precision):
-                model(prepare_batch(augment_batch(x[idx], generator), device))
-    finally:
-        for bn in bns:
-            bn.momentum = saved[bn]
-        model.train(was_training)
-    return model
+        state = torch.load(path, map_location=device, weights_only=False)
+        stored = state["identity"]
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it, or rerun with "
+            "force=True (FORCE=1), to start this training from scratch"
+        ) from error
+    expected = json.loads(json.dumps(identity, default=str))
+    if stored != expected:
+        fields = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        detail = "; ".join(f"{k}: checkpoint {stored.get(k)!r}, this run {expected.get(k)!r}" for k in fields)
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another training ({detail}); delete it, or rerun with "
+            "force=True (FORCE=1), to start this training from scratch"
+        )
+    return state
 
 
 def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -170,14 +77,6 @@ def _make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 EpochCallback = Callable[[int, dict], None]
 
 
@@ -193,6 +92,7 @@ def train(
     device: torch.device | None = None,
     precision: str = "auto",
     checkpoint: str | os.PathLike | None = None,
+    identity: dict | None = None,
     resume: bool = True,
     eval_batch_size: int = 1000,
     progress: bool = True,
@@ -203,8 +103,10 @@ def train(
 
     History columns: ``epoch, lr, loss, train_acc, val_acc, seconds, images_per_s`` (``val_acc``
     is NaN without ``val``). With ``checkpoint`` a checkpoint is written atomically after every
-    epoch; with ``resume`` an existing one is loaded first and training continues from it (a
-    finished run returns its history without training). ``on_epoch_end(epoch, record)`` runs
+    epoch, carrying ``identity`` (a JSON-able dict naming this training: seed, recipe, model...);
+    with ``resume`` an existing one is loaded first, if its identity is ``identity`` (else
+    :class:`CheckpointError`), and training continues from it (a finished run returns its
+    history without training). ``on_epoch_end(epoch, record)`` runs
     after each epoch's checkpoint is on disk.
     """
     device = pick_device(device) if device is None or isinstance(device, str) else device
@@ -220,7 +122,7 @@ def train(
     start_epoch = 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and resume and path.exists():
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = load_checkpoint(path, identity or {}, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -283,8 +185,7 @@ def train(
                     },
                     "epoch": epoch + 1,
                     "history": history,
-                    "recipe": asdict(recipe),
-                    "seed": seed,
+                    "identity": json.loads(json.dumps(identity or {}, default=str)),
                 },
                 path,
             )

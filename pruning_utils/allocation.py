@@ -1,0 +1,207 @@
+"""Allocating a budget of conv weights over the layers: uniform, or guided by the sensitivity scans.
+
+- :func:`uniform_sparsities`: the same sparsity ``1 - budget`` in every conv layer.
+- :func:`guided_sparsities`: per-layer sparsities from a scan's grid that meet the budget with
+  the highest accuracy predicted by the additive model (:func:`predicted_accuracy`).
+
+A budget is the fraction of conv weights kept (biases not counted), as
+:func:`pruning_utils.counting.conv_weights_kept_pct` measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+from torch import nn
+
+from .criteria import check_strategy
+from .model import conv_layers
+
+ALLOCATIONS: tuple[str, ...] = ("uniform", "guided")
+# Sparsities added to a scan whose largest measured sparsity cannot meet a budget (see guided_sparsities).
+EXTRAPOLATED_SPARSITIES: tuple[float, ...] = (0.95, 0.98)
+
+
+
+
+def check_budget(budget: float) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.0 < budget <= 1.0:
+        raise ValueError(f"conv_fraction_kept must be a number in (0, 1], got {budget!r}")
+
+
+def uniform_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str) -> dict[str, float]:
+    """The same sparsity ``1 - conv_fraction_kept`` for every conv layer of ``model``.
+
+    Each layer then keeps ``n_units - round((1 - budget) * n_units)`` units, so the kept
+    fraction of conv weights equals the budget up to half a unit per layer.
+    """
+    check_budget(conv_fraction_kept)
+    check_strategy(strategy)
+    sparsity = round(1.0 - conv_fraction_kept, 12)  # 1 - 0.7 = 0.30000000000000004 -> 0.3
+    return dict.fromkeys(conv_layers(model), sparsity)
+
+
+Curves = dict[str, list[tuple[float, float]]]  # layer -> [(sparsity, accuracy)], sparsity ascending from 0
+
+
+def _accuracy_curves(scan: pd.DataFrame) -> Curves:
+    """Per layer, the scan's (sparsity, accuracy) points; checks the scan's shape."""
+    missing = {"strategy", "layer", "sparsity", "accuracy"} - set(scan.columns)
+    if missing:
+        raise ValueError(f"scan lacks column(s) {sorted(missing)}; a scan has strategy, layer, sparsity, accuracy")
+    if scan["strategy"].nunique() != 1:
+        raise ValueError(f"scan must hold one strategy, got {sorted(scan['strategy'].unique())}")
+    curves = {}
+    for layer, group in scan.groupby("layer", sort=False):
+        points = sorted((float(s), float(a)) for s, a in zip(group["sparsity"], group["accuracy"]))
+        grid = [s for s, _ in points]
+        if len(set(grid)) != len(grid):
+            raise ValueError(f"scan has repeated sparsities for {layer}: {grid}")
+        if grid[0] != 0.0:
+            raise ValueError(f"scan must include sparsity 0 (the dense model) for {layer}, got {grid}")
+        curves[layer] = points
+    return curves
+
+
+def _extrapolated(curves: Curves) -> Curves:
+    """Each curve continued to :data:`EXTRAPOLATED_SPARSITIES` beyond its largest measured sparsity.
+
+    The prediction follows the slope of the last measured segment (never rising) and stops at
+    the lowest accuracy anywhere in the scan, a stand-in for chance level.
+    """
+    floor = min(a for points in curves.values() for _, a in points)
+    out = {}
+    for layer, points in curves.items():
+        (s0, a0), (s1, a1) = points[-2] if len(points) > 1 else points[-1], points[-1]
+        slope = min(0.0, (a1 - a0) / (s1 - s0)) if s1 > s0 else 0.0
+        extra = [(s, max(floor, a1 + slope * (s - s1))) for s in EXTRAPOLATED_SPARSITIES if s > s1]
+        out[layer] = points + extra
+    return out
+
+
+def predicted_accuracy(scan: pd.DataFrame, sparsities: Mapping[str, float]) -> float:
+    """The additive model's accuracy for per-layer ``sparsities`` on the scan's grid.
+
+    ``dense + sum over layers of (acc_layer(s_layer) - dense)``, where ``acc_layer(s)`` is the
+    scan's accuracy with that layer alone pruned to ``s`` (extrapolated beyond the grid as in
+    :func:`guided_sparsities`). Raises ``ValueError`` for a sparsity not on the grid.
+    """
+    curves = _extrapolated(_accuracy_curves(scan))
+    dense = sum(points[0][1] for points in curves.values()) / len(curves)
+    total = dense
+    for layer, s in sparsities.items():
+        if layer not in curves:
+            raise KeyError(f"layer {layer!r} is not in the scan; scanned layers: {', '.join(curves)}")
+        accuracy = {round(g, 9): a for g, a in curves[layer]}.get(round(float(s), 9))
+        if accuracy is None:
+            raise ValueError(f"{layer}: sparsity {s!r} is not on the scan's grid {[g for g, _ in curves[layer]]}")
+        total += accuracy - curves[layer][0][1]
+    return total
+
+
+def _kept(curves: Curves, sizes: Mapping[str, int], level: Mapping[str, int]) -> float:
+    return sum((1.0 - curves[layer][level[layer]][0]) * sizes[layer] for layer in sizes)
+
+
+def _score(curves: Curves, level: Mapping[str, int]) -> float:
+    return sum(curves[layer][i][1] for layer, i in level.items())
+
+
+def _greedy(curves: Curves, sizes: Mapping[str, int], allowed: float) -> dict[str, int]:
+    """Raise, one move at a time, the layer whose next move costs the least accuracy per weight
+    removed (a move may jump several grid points, so non-convex curves are handled), until the
+    kept weights fit ``allowed``."""
+    level = dict.fromkeys(sizes, 0)
+    while _kept(curves, sizes, level) > allowed:
+        best = None
+        for layer, n in sizes.items():
+            s, a = curves[layer][level[layer]]
+            for j in range(level[layer] + 1, len(curves[layer])):
+                s_j, a_j = curves[layer][j]
+                removed = (s_j - s) * n
+                key = ((a - a_j) / removed, -removed)
+                if best is None or key < best[0]:
+                    best = (key, layer, j)
+        if best is None:  # unreachable: callers check the smallest reachable budget first
+            raise ValueError("no allocation on the scan's grid meets the budget")
+        level[best[1]] = best[2]
+    return level
+
+
+def _refined(curves: Curves, sizes: Mapping[str, int], allowed: float, level: dict[str, int]) -> dict[str, int]:
+    """Lower single layers back while the budget still holds: first where the predicted accuracy
+    rises most, then (equal prediction) where the most weights come back. Each move keeps more
+    weights, so this ends."""
+    level = dict(level)
+    while True:
+        slack = allowed - _kept(curves, sizes, level)
+        moves = []
+        for layer, i in level.items():
+            for j in range(i):
+                back = (curves[layer][i][0] - curves[layer][j][0]) * sizes[layer]
+                gain = curves[layer][j][1] - curves[layer][i][1]
+                if back <= slack and gain >= 0:
+                    moves.append((gain, back, layer, j))
+        if not moves:
+            return level
+        _, _, layer, j = max(moves)
+        level[layer] = j
+
+
+def guided_sparsities(
+    scan: pd.DataFrame, layer_sizes: Mapping[str, int], conv_fraction_kept: float
+) -> dict[str, float]:
+    """Per-layer sparsities from the scan's grid that keep at most ``conv_fraction_kept`` of the
+    conv weights while maximising the additive model's predicted accuracy (:func:`predicted_accuracy`).
+
+    ``scan`` is one strategy's sensitivity scan (``strategy, layer, sparsity, accuracy``, each
+    layer scanned from sparsity 0); ``layer_sizes`` maps each conv layer to its number of
+    weights. The budget is met on the nominal count ``sum((1 - s_l) * n_l) <= budget * sum(n_l)``
+    (pruning rounds each layer to whole units). Search: a greedy that repeatedly takes the
+    move with the least predicted accuracy lost per weight removed, then lowers layers back
+    where the slack allows; the uniform allocation rounded up to the grid is refined the same
+    way, and the better of the two is returned, so the result is never predicted worse than
+    uniform pruning at a grid sparsity. Among equally predicted allocations the one keeping
+    more weights wins.
+
+    Where every layer at its largest scanned sparsity still keeps more than the budget (e.g.
+    5% with a grid ending at 0.9), the grid is extended to :data:`EXTRAPOLATED_SPARSITIES`
+    with *extrapolated* accuracies (the last measured segment's slope, never rising, floored
+    at the scan's lowest accuracy): an unmeasured guess, used only then. A budget below
+    what the extended grid can reach raises ``ValueError`` naming the smallest reachable one.
+    """
+    check_budget(conv_fraction_kept)
+    curves = _accuracy_curves(scan)
+    if set(curves) != set(layer_sizes):
+        raise ValueError(
+            f"scan layers {sorted(curves)} and layer_sizes {sorted(layer_sizes)} must name the same layers"
+        )
+    for layer, n in layer_sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"layer_sizes[{layer!r}] must be a positive int, got {n!r}")
+    sizes = dict(layer_sizes)
+    total = sum(sizes.values())
+    allowed = conv_fraction_kept * total + 1e-9 * total  # float slack for budgets like 0.3
+
+    def smallest_kept(c: Curves) -> float:
+        return _kept(c, sizes, {layer: len(c[layer]) - 1 for layer in sizes})
+
+    if smallest_kept(curves) > allowed:
+        curves = _extrapolated(curves)
+        if smallest_kept(curves) > allowed:
+            reachable = smallest_kept(curves) / total
+            raise ValueError(
+                f"conv_fraction_kept {conv_fraction_kept!r} cannot be met: the smallest reachable budget "
+                f"with every layer at its largest (extended) sparsity is {reachable:.4f}"
+            )
+    candidates = [_refined(curves, sizes, allowed, _greedy(curves, sizes, allowed))]
+    uniform = {}
+    for layer in sizes:
+        above = [i for i, (s, _) in enumerate(curves[layer]) if s >= round(1.0 - conv_fraction_kept, 12)]
+        if above:
+            uniform[layer] = above[0]
+    if len(uniform) == len(sizes):
+        candidates.append(_refined(curves, sizes, allowed, uniform))
+    best = max(candidates, key=lambda level: (_score(curves, level), _kept(curves, sizes, level)))
+    return {layer: curves[layer][best[layer]][0] for layer in sizes}

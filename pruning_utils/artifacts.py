@@ -1,0 +1,203 @@
+"""One rule for every stored result: keyed by its inputs, reused only when the key matches.
+
+A *step* computes one or more *artifacts* (files in the run directory). Its key is a hash of
+everything the result depends on (:func:`step_key`): the step's name and version
+(:data:`STEP_VERSIONS`), the keys of the upstream artifacts it reads, the profile settings it
+reads, the data's content key and split, and the parameters it was called with. Beside each
+artifact, ``provenance/<artifact>.json`` records that key, the inputs it was computed from, the
+artifact's sha256 and where it came from (code version, data, profile, seed, precision, device,
+CPU, torch version, time, seconds).
+
+An artifact is reused only when its record names the key asked for and its content still has
+the recorded sha256 (:meth:`Store.is_fresh`). A missing file or record, or another key, means
+recompute; a file whose content no longer matches its record is *damaged*
+(:class:`ArtifactError`, naming the file and the way out: ``force`` or delete it). Records are
+written only after every artifact of the step is on disk and removed before a step rewrites its
+files, so a step killed halfway leaves nothing that counts as done.
+
+The code itself enters a key through :data:`STEP_VERSIONS`: bump a step's number when what it
+computes changes (the code version is recorded in every artifact's provenance, not keyed, so an
+unrelated commit does not invalidate a run). :data:`REGISTRY` names every artifact with the
+step that makes it and the notebook that runs that step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bump a step's version when the computation behind its artifacts changes.
+STEP_VERSIONS: dict[str, int] = {
+    "dense": 3,
+    "sensitivity": 2,
+    "table1": 1,
+    "prune_finetune": 2,
+    "table2": 2,
+    "filter_outputs": 2,
+    "weight_stats": 1,
+    "activation_stats": 1,
+    "latency": 2,
+    "frontier": 2,
+    "criteria": 2,
+    "iterative": 2,
+}
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """A file of the run directory, the step that writes it and the notebook that runs that step."""
+
+    pattern: str  # file name inside the run directory; {strategy} / {image} are filled in
+    step: str
+    notebook: str
+
+
+REGISTRY: tuple[ArtifactSpec, ...] = (
+    ArtifactSpec("dense.pt", "dense", "01_train"),
+    ArtifactSpec("dense_history.csv", "dense", "01_train"),
+    ArtifactSpec("dense_metrics.json", "dense", "01_train"),
+    ArtifactSpec("layers.csv", "dense", "01_train"),
+    ArtifactSpec("sensitivity_{strategy}.csv", "sensitivity", "02_sensitivity"),
+    ArtifactSpec("sparsities.csv", "table1", "03_prune_finetune"),
+    ArtifactSpec("pruned_{strategy}.pt", "prune_finetune", "03_prune_finetune"),
+    ArtifactSpec("finetuned_{strategy}.pt", "prune_finetune", "03_prune_finetune"),
+    ArtifactSpec("finetune_history_{strategy}.csv", "prune_finetune", "03_prune_finetune"),
+    ArtifactSpec("table2_{strategy}.json", "prune_finetune", "03_prune_finetune"),
+    ArtifactSpec("results.csv", "table2", "03_prune_finetune"),
+    ArtifactSpec("filter_outputs.csv", "filter_outputs", "03_prune_finetune"),
+    ArtifactSpec("weight_stats.csv", "weight_stats", "04_weight_dists"),
+    ArtifactSpec("activation_stats_{image}.csv", "activation_stats", "05_activations"),
+    ArtifactSpec("latency.csv", "latency", "06_beyond"),
+    ArtifactSpec("frontier.csv", "frontier", "06_beyond"),
+    ArtifactSpec("criteria.csv", "criteria", "06_beyond"),
+    ArtifactSpec("iterative.csv", "iterative", "06_beyond"),
+)
+
+
+class ArtifactError(RuntimeError):
+    """A stored artifact or record that cannot be trusted (damaged, unreadable, foreign)."""
+
+
+def spec_for(name: str) -> ArtifactSpec:
+    """The registry entry whose pattern matches file ``name``; KeyError if none does."""
+    for spec in REGISTRY:
+        head, _, rest = spec.pattern.partition("{")
+        tail = rest.partition("}")[2] if rest else ""
+        if name == spec.pattern or (rest and name.startswith(head) and name.endswith(tail)):
+            return spec
+    raise KeyError(f"{name!r} is not a registered artifact; registered: {', '.join(s.pattern for s in REGISTRY)}")
+
+
+def canonical(obj: object) -> object:
+    """``obj`` as plain JSON values (tuples become lists, other objects their ``str``)."""
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def step_key(step: str, inputs: dict) -> str:
+    """Key of a step's result: sha256 of its name, version and canonical inputs (16 hex digits)."""
+    if step not in STEP_VERSIONS:
+        raise KeyError(f"unknown step {step!r}; steps: {', '.join(STEP_VERSIONS)}")
+    text = json.dumps({"step": step, "version": STEP_VERSIONS[step], "inputs": canonical(inputs)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def changed_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the inputs that differ between two (canonical) input dicts."""
+    changed = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += changed_inputs(a, b, f"{prefix}{k}.")
+        elif a != b:
+            changed.append(f"{prefix}{k}")
+    return changed
+
+
+class Store:
+    """The artifacts of one run directory and their records (``provenance/<name>.json``)."""
+
+    def __init__(self, root: Path, context: dict) -> None:
+        self.root = Path(root)
+        self.context = context  # provenance fields shared by every artifact written in this session
+
+    def record_path(self, name: str) -> Path:
+        return self.root / "provenance" / f"{name}.json"
+
+    def record(self, name: str) -> dict | None:
+        """The record of artifact ``name``, None if there is none; ArtifactError if unreadable."""
+        path = self.record_path(name)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            record["key"], record["sha256"]  # noqa: B018 - both must be there
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ArtifactError(
+                f"{path} (the record of {self.root / name}) cannot be read ({error}); delete it, or rerun with "
+                "force=True (FORCE=1), to recompute that artifact"
+            ) from error
+        return record
+
+    def status(self, names: list[str], key: str, inputs: dict) -> str:
+        """``fresh``, or why the step must run: ``missing``, ``inputs changed: a, b``."""
+        for name in names:
+            record = self.record(name)
+            path = self.root / name
+            if record is None or not path.exists():
+                return f"missing {name}"
+            if record["key"] != key:
+                changed = changed_inputs(record.get("inputs", {}), canonical(inputs))
+                return "inputs changed: " + (", ".join(changed) if changed else "step version")
+            if sha256_file(path) != record["sha256"]:
+                raise ArtifactError(
+                    f"{path} is damaged or was changed after it was written (its sha256 differs from "
+                    f"{self.record_path(name)}); delete it, or rerun with force=True (FORCE=1), to recompute it"
+                )
+        return "fresh"
+
+    def is_fresh(self, names: list[str], key: str, inputs: dict) -> bool:
+        return self.status(names, key, inputs) == "fresh"
+
+    def invalidate(self, names: list[str]) -> None:
+        """Remove the records of ``names`` (before their files are rewritten)."""
+        for name in names:
+            self.record_path(name).unlink(missing_ok=True)
+
+    def commit(self, names: list[str], key: str, step: str, inputs: dict, extra: dict | None = None) -> None:
+        """Write the records of ``names``, whose files are complete on disk."""
+        for name in names:
+            path = self.root / name
+            if not path.exists():
+                raise ArtifactError(f"step {step!r} did not write {path}")
+            record = {"artifact": name, "step": step, "step_version": STEP_VERSIONS[step], "key": key,
+                      "sha256": sha256_file(path), "inputs": canonical(inputs), **self.context, **(extra or {})}
+            write_text_atomic(self.record_path(name), json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+    def records(self) -> dict[str, dict]:
+        """Every readable record of the run, keyed by artifact name."""
+        folder = self.root / "provenance"
+        out = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            record = self.record(path.name.removesuffix(".json"))
+            if record is not None:
+                out[record["artifact"]] = record
+        return out

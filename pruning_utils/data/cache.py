@@ -1,0 +1,65 @@
+"""The content-keyed tensor cache: one ``<cache_dir>/cifar10-<key16>.pt`` per decoded source.
+
+``key16`` is the first 16 hex digits of the source's sha256 (see :mod:`.keys`). A file holds the
+decoded tensors plus ``format`` (this module's cache format), the full ``source_key`` and
+``classes``; it is trusted only when both ``format`` and ``source_key`` match, and is written
+atomically, so an interrupted write never leaves a partial file under the cache name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from .splits import CLASSES
+
+_CACHE_FORMAT = 1  # bump when the cached content or the decoding changes
+
+
+def cache_file(cache_dir: Path, key: str) -> Path:
+    """``cache_dir / f"cifar10-{key[:16]}.pt"``: where the decode of the source ``key`` lives."""
+    return cache_dir / f"cifar10-{key[:16]}.pt"
+
+
+def read_cache(cache_dir: Path, key: str) -> dict | None:
+    """The cached decode for ``key``, or None when absent or unreadable (then it is rebuilt).
+
+    An unreadable file warns (UserWarning, attributed to the caller of the caller); a file from
+    another cache format or for another key with the same 16-digit prefix is ignored silently.
+    """
+    path = cache_file(cache_dir, key)
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged cache file is rebuilt, never trusted
+        warnings.warn(f"ignoring unreadable cache file {path}: {exc}", stacklevel=3)
+        return None
+    if not isinstance(cached, dict) or (cached.get("format"), cached.get("source_key")) != (
+        _CACHE_FORMAT, key
+    ):
+        return None  # written by another version of this module
+    return cached
+
+
+def write_cache(cache_dir: Path, key: str, decoded: dict) -> dict:
+    """Save ``decoded`` with its key, atomically (a temp file in ``cache_dir``, then ``os.replace``).
+
+    Creates ``cache_dir`` if needed and returns the record as saved. On any failure the temp file
+    is removed and the error propagates.
+    """
+    record = {**decoded, "format": _CACHE_FORMAT, "source_key": key, "classes": list(CLASSES)}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".cifar10-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(record, f)
+        os.replace(tmp, cache_file(cache_dir, key))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return record

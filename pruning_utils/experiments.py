@@ -1,0 +1,256 @@
+"""Notebook 06's experiments on a run: real speed, the equal-budget frontier, selection criteria,
+one shot against iterative pruning. Every pruned point goes through :func:`pruning_utils.recovery.recover`.
+
+A sweep is a list of *points*; each point's key is :func:`pruning_utils.artifacts.step_key` of
+everything it depends on (dense model key, data, strategy, per-layer sparsities, criterion,
+seed, recovery settings). Finished points are kept in ``points/<experiment>.csv`` as soon as
+they finish (:class:`PointCache`), so an interrupted sweep resumes at the next unfinished point;
+the experiment's table (``frontier.csv`` ...) is an artifact keyed by its points' keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .allocation import ALLOCATIONS, check_budget, guided_sparsities, uniform_sparsities
+from .artifacts import ArtifactError, step_key, write_text_atomic
+from .compact import compact, compaction_error
+from .data import to_float
+from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy
+from .latency import cpu_model, latency_table
+from .model import conv_layers
+from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
+from .runs import Run
+from .steps import chosen_sparsities, dense_model, recovery_settings, sensitivity, seven_models, sparsity_dict
+
+CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random"}
+_MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
+FRONTIER_COLUMNS = ["strategy", "allocation", "budget", *_MEASURED]
+CRITERIA_COLUMNS = ["strategy", "criterion", "seed", *_MEASURED]
+ITERATIVE_COLUMNS = ["strategy", "rounds", "round", "conv_weights_kept_pct", "acc_after_round", "finetune_epochs"]
+Point = tuple[str, str, dict, Callable[[], list[dict]]]  # key, label, fixed columns, work
+
+
+class PointCache:
+    """Rows of finished points in a CSV, keyed by a ``point`` column; rewritten atomically per point.
+    With ``refresh=True`` every lookup misses, so points are recomputed and their rows replaced."""
+
+    def __init__(self, path: str | os.PathLike, refresh: bool = False) -> None:
+        self.path, self.refresh = Path(path), refresh
+        try:
+            self.frame = (pd.read_csv(self.path, dtype={"point": str}) if self.path.exists()
+                          else pd.DataFrame({"point": pd.Series([], dtype=str)}))
+            self.frame["point"]  # noqa: B018 - must be there
+        except (ValueError, KeyError, pd.errors.ParserError) as error:
+            raise ArtifactError(f"point cache {self.path} cannot be read ({error}); delete it, or rerun with "
+                                "force=True (FORCE=1)") from error
+
+    def get(self, point: str) -> list[dict] | None:
+        rows = self.frame[self.frame["point"] == point]
+        return None if self.refresh or not len(rows) else rows.drop(columns="point").to_dict("records")
+
+    def put(self, point: str, rows: list[dict]) -> None:
+        fresh = pd.DataFrame([{"point": point, **row} for row in rows])
+        kept = self.frame[self.frame["point"] != point]
+        self.frame = fresh if kept.empty else pd.concat([kept, fresh], ignore_index=True)
+        write_text_atomic(self.path, self.frame.to_csv(index=False))
+
+
+def run_points(points: list[Point], cache: PointCache | None, progress: bool, desc: str) -> list[dict]:
+    """Run each point's work in order, skipping cached points, adding each finished one to ``cache``."""
+    rows = []
+    bar = tqdm(points, desc=desc, disable=not progress, mininterval=2.0)
+    for key, label, fixed, work in bar:
+        done = cache.get(key) if cache is not None else None
+        if done is None:
+            bar.set_postfix_str(label)
+            done = [{**fixed, **row} for row in work()]
+            if cache is not None:
+                cache.put(key, done)
+        rows.extend(done)
+    return rows
+
+
+def _row(*args, **kwargs) -> list[dict]:
+    return [prune_and_recover(*args, **kwargs)]
+
+
+def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float], strategies: Sequence[str],
+                    settings: RecoverySettings, allocations: Sequence[str] = ALLOCATIONS,
+                    scans: Mapping[str, pd.DataFrame] | None = None) -> list[Point]:
+    """One point per (strategy, allocation, budget); ``guided`` needs ``scans[strategy]``.
+    All allocations are computed before any training, so a bad budget fails fast."""
+    check_choices("strategies", strategies, STRATEGIES)
+    check_choices("allocations", allocations, ALLOCATIONS)
+    for budget in budgets:
+        check_budget(budget)
+    sizes = {name: conv.weight.numel() for name, conv in conv_layers(dense).items()}
+    points = []
+    for strategy in strategies:
+        for allocation in allocations:
+            if allocation == "guided" and (scans is None or strategy not in scans):
+                raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r} in scans")
+            for budget in budgets:
+                sparsities = (uniform_sparsities(dense, budget, strategy) if allocation == "uniform"
+                              else guided_sparsities(scans[strategy], sizes, budget))
+                fixed = {"strategy": strategy, "allocation": allocation, "budget": float(budget)}
+                key = step_key("frontier", {**base, **fixed, "sparsities": sparsities,
+                                            "recovery": settings.as_inputs()})
+                work = partial(_row, dense, data, sparsities, strategy, settings)
+                points.append((key, f"{strategy} {allocation} {budget}", fixed, work))
+    return points
+
+
+def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: Mapping[str, Mapping[str, float]],
+                    settings: RecoverySettings, norms: Sequence[Norm] = (2, 1, "random"),
+                    random_seeds: int = 3) -> list[Point]:
+    """The same per-layer sparsities pruned by L2 norm, L1 norm and at random (seeds
+    ``0 .. random_seeds - 1`` for the selection; recovery always uses ``settings.seed``)."""
+    check_choices("strategies", list(sparsities_by_strategy), STRATEGIES)
+    check_choices("norms", norms, list(CRITERIA))
+    if "random" in norms and (isinstance(random_seeds, bool) or not isinstance(random_seeds, int)
+                              or random_seeds < 1):
+        raise ValueError(f"random_seeds must be an int >= 1, got {random_seeds!r}")
+    points = []
+    for strategy, sparsities in sparsities_by_strategy.items():
+        check_sparsities(sparsities)
+        for norm in norms:
+            for seed in range(random_seeds) if norm == "random" else [0]:
+                fixed = {"strategy": strategy, "criterion": CRITERIA[norm], "seed": seed}
+                key = step_key("criteria", {**base, **fixed, "sparsities": dict(sparsities),
+                                            "recovery": settings.as_inputs()})
+                generator = torch.Generator().manual_seed(seed) if norm == "random" else None
+                work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator)
+                points.append((key, f"{strategy} {CRITERIA[norm]} {seed}", fixed, work))
+    return points
+
+
+def iterative_points(dense: nn.Module, data, base: dict, sparsities: Mapping[str, float], strategy: str,
+                     settings: RecoverySettings, rounds: Sequence[int] = (1, 3)) -> list[Point]:
+    """One-shot against ``k``-round pruning to ``sparsities`` with ``settings.recipe.epochs`` epochs in
+    total (:func:`pruning_utils.recovery.prune_iteratively`); one point per schedule."""
+    check_strategy(strategy)
+    check_sparsities(sparsities)
+    points = []
+    for k in rounds:
+        split_epochs(settings.recipe.epochs, k)  # checks both
+        fixed = {"strategy": strategy, "rounds": k}
+        key = step_key("iterative", {**base, **fixed, "sparsities": dict(sparsities),
+                                     "recovery": settings.as_inputs()})
+        work = partial(lambda k: prune_iteratively(dense, data, sparsities, strategy, k, settings)[1], k)
+        points.append((key, f"{strategy} {k} rounds", fixed, work))
+    return points
+
+
+def _experiment(run: Run, name: str, points: list[Point], columns: list[str], force: bool | None) -> pd.DataFrame:
+    """Run ``points`` as the artifact ``<name>.csv`` (keyed by the points), resumable through ``points/<name>.csv``."""
+    forced = run.force if force is None else force
+
+    def compute(key: str) -> None:
+        cache = PointCache(run.path(f"points/{name}.csv"), refresh=forced)
+        rows = run_points(points, cache, run.progress, name)
+        run.save_csv(f"{name}.csv", pd.DataFrame(rows).reindex(columns=columns))
+
+    run.step(name, [f"{name}.csv"], {"points": [p[0] for p in points]}, compute, force)
+    return run.load_csv(f"{name}.csv")
+
+
+def _base(run: Run, dense_key: str) -> dict:
+    return {"dense": dense_key, "data": run.data_inputs()}
+
+
+def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Sequence[str] = STRATEGIES,
+             allocations: Sequence[str] = ALLOCATIONS, finetune_epochs: int | None = None,
+             force: bool | None = None) -> pd.DataFrame:
+    """The frontier on the run (defaults: the profile's ``budgets`` and ``short_finetune_epochs``)."""
+    check_choices("allocations", allocations, ALLOCATIONS)
+    dense, dense_key = dense_model(run)
+    epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
+    scans = {s: sensitivity(run, s, force=False) for s in strategies} if "guided" in allocations else None
+    points = frontier_points(dense, run.data, _base(run, dense_key), run.profile.budgets if budgets is None
+                             else budgets, strategies, recovery_settings(run, epochs), allocations, scans)
+    return _experiment(run, "frontier", points, FRONTIER_COLUMNS, force)
+
+
+def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random"), random_seeds: int | None = None,
+             finetune_epochs: int | None = None, force: bool | None = None) -> pd.DataFrame:
+    """L2 / L1 / random selection at Table 1's sparsities (defaults: the profile's ``random_seeds``
+    and ``short_finetune_epochs``)."""
+    table1 = chosen_sparsities(run, force=False)
+    dense, dense_key = dense_model(run)
+    epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
+    points = criteria_points(dense, run.data, _base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
+                             recovery_settings(run, epochs), norms,
+                             run.profile.random_seeds if random_seeds is None else random_seeds)
+    return _experiment(run, "criteria", points, CRITERIA_COLUMNS, force)
+
+
+def iterative(run: Run, rounds: Sequence[int] | None = None, total_finetune_epochs: int | None = None,
+              force: bool | None = None) -> pd.DataFrame:
+    """Each strategy at Table 1's sparsities in 1 and more rounds (defaults: the profile's
+    ``iterative_rounds`` and its fine-tuning epochs, Table 2's budget)."""
+    table1 = chosen_sparsities(run, force=False)
+    dense, dense_key = dense_model(run)
+    settings = recovery_settings(run, run.profile.finetune.epochs if total_finetune_epochs is None
+                                 else total_finetune_epochs)
+    points = [p for s in STRATEGIES for p in iterative_points(
+        dense, run.data, _base(run, dense_key), sparsity_dict(table1, s), s, settings,
+        run.profile.iterative_rounds if rounds is None else rounds)]
+    return _experiment(run, "iterative", points, ITERATIVE_COLUMNS, force)
+
+
+# --- real speed ---------------------------------------------------------------------------------
+
+
+def speed_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Dense, the fine-tuned models as masked (dense kernels), and the filter model compacted; with keys."""
+    models, keys = seven_models(run)
+    chosen = {"dense": models["dense"]}
+    chosen_keys = {"dense": keys["dense"]}
+    for strategy in STRATEGIES:
+        chosen[f"{strategy} (masked)"] = models[f"{strategy} fine-tuned"]
+        chosen_keys[f"{strategy} (masked)"] = keys[f"{strategy} fine-tuned"]
+    chosen["filter (compacted)"] = compact(models["filter fine-tuned"])
+    chosen_keys["filter (compacted)"] = keys["filter fine-tuned"] + ":compacted"
+    return chosen, chosen_keys
+
+
+def stratified_sample(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` images of every class (fewer where a class has fewer), seeded, sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten()
+        picks.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def latency(run: Run, models: dict[str, nn.Module], keys: dict[str, str], force: bool | None = None) -> pd.DataFrame:
+    """CPU latency table of ``models`` (``latency.csv``), keyed by the models, settings and this CPU."""
+    batch_sizes = (1, 256)
+    inputs = {"models": keys, "batch_sizes": batch_sizes, "repeats": run.profile.latency_repeats,
+              "cpu": cpu_model(), "threads": torch.get_num_threads()}
+
+    def compute(key: str) -> None:
+        table = latency_table({k: m.cpu() for k, m in models.items()}, batch_sizes=batch_sizes,
+                              repeats=run.profile.latency_repeats)
+        run.save_csv("latency.csv", table)
+
+    run.step("latency", ["latency.csv"], inputs, compute, force)
+    return run.load_csv("latency.csv")
+
+
+def compaction_check(run: Run, masked: nn.Module, compacted: nn.Module, per_class: int = 100) -> dict:
+    """:func:`pruning_utils.compact.compaction_error` on a stratified sample of the test split
+    (``per_class`` images of every class, seeded by the run's seed)."""
+    sample = stratified_sample(run.data.test_y, per_class, run.seed)
+    x = to_float(run.data.test_x[sample]).to(next(masked.parameters()).device)
+    return compaction_error(masked, compacted, x) | {"classes": int(run.data.test_y[sample].unique().numel())}

@@ -1,0 +1,126 @@
+"""What models cost to run on this machine: latency, throughput and size, one row per model and batch size."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .counting import count_multiply_adds_masked, count_remaining_parameters
+from .evaluation import copy_model
+from .masks import make_permanent
+from .model import count_multiply_adds
+
+LATENCY_COLUMNS = [
+    "model", "batch_size", "median_ms", "images_per_s",
+    "parameters", "multiply_adds", "masked_multiply_adds", "file_size_bytes",
+]
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else ``platform.processor()``; for timing records."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _validate_positive_ints(name: str, values: Sequence[int], minimum: int) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be integers >= {minimum}, got {value!r}")
+
+
+def _file_size(model: nn.Module) -> int:
+    """Bytes of ``torch.save(state_dict)`` after folding the masks in (a temporary file)."""
+    state = make_permanent(copy_model(model)).state_dict()
+    handle, path = tempfile.mkstemp(suffix=".pt")
+    os.close(handle)
+    try:
+        torch.save(state, path)
+        return os.path.getsize(path)
+    finally:
+        os.remove(path)
+
+
+@torch.inference_mode()
+def _median_seconds(model: nn.Module, batch_size: int, repeats: int, warmup: int) -> float:
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, 32, 32, generator=generator).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        sync()
+        started = time.perf_counter()
+        model(x)
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def latency_table(
+    models: Mapping[str, nn.Module],
+    batch_sizes: Sequence[int] = (1, 256),
+    repeats: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Inference time and size of each model, one row per (model, batch size).
+
+    Each model is timed as a copy with its masks folded in (``make_permanent``: a masked model
+    runs the dense kernels; the prune hook's per-call ``weight_orig * weight_mask`` is not
+    timed), in eval mode, fp32, channels_last, under ``torch.inference_mode``, on random
+    inputs on the model's device. ``warmup`` untimed passes, then ``repeats`` timed ones;
+    ``median_ms`` is their median and ``images_per_s = batch_size / median``. ``threads`` sets
+    ``torch.set_num_threads`` during the measurement (restored afterwards).
+
+    Size columns (per model, repeated on each row): ``parameters`` = unmasked parameters
+    (``count_remaining_parameters(model)["total"]``); ``multiply_adds`` = dense multiply-adds
+    of one 32x32 image with the module's actual shapes (``torch.utils.flop_counter``);
+    ``masked_multiply_adds`` = what a kernel skipping masked weights would do
+    (``count_multiply_adds_masked(model)["total"]``); ``file_size_bytes`` = size of
+    ``torch.save(state_dict)`` with masks folded in (masked zeros still take space).
+    """
+    if not models:
+        raise ValueError("models must name at least one model")
+    if not batch_sizes:
+        raise ValueError("batch_sizes must hold at least one batch size")
+    _validate_positive_ints("batch_sizes", batch_sizes, 1)
+    _validate_positive_ints("repeats", [repeats], 1)
+    _validate_positive_ints("warmup", [warmup], 0)
+    if threads is not None:
+        _validate_positive_ints("threads", [threads], 1)
+    saved_threads = torch.get_num_threads()
+    rows = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for name, model in models.items():
+            sizes = {
+                "parameters": count_remaining_parameters(model)["total"],
+                "multiply_adds": count_multiply_adds(model),
+                "masked_multiply_adds": count_multiply_adds_masked(model)["total"],
+                "file_size_bytes": _file_size(model),
+            }
+            timed = make_permanent(copy_model(model)).float().eval().to(memory_format=torch.channels_last)
+            for batch_size in batch_sizes:
+                seconds = _median_seconds(timed, batch_size, repeats, warmup)
+                rows.append({"model": name, "batch_size": batch_size, "median_ms": 1000 * seconds,
+                             "images_per_s": batch_size / seconds, **sizes})
+    finally:
+        torch.set_num_threads(saved_threads)
+    return pd.DataFrame(rows, columns=LATENCY_COLUMNS)

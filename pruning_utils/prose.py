@@ -1,0 +1,155 @@
+"""The notebooks' prose: every number in it is read from the run's artifacts passed in."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .criteria import STRATEGIES
+from .original import DENSE_TEST_ACCURACY, TABLE2
+from .runs import Run
+
+
+def dense_prose(run: Run, metrics: dict) -> str:
+    return (
+        f"The dense model of this run ({run.profile.name} profile, width {run.profile.width}, "
+        f"{metrics['epochs']} epochs, {metrics['train_seconds_total'] / 60:.1f} min of training on {run.device}) "
+        f"reaches **{100 * metrics['test_accuracy']:.2f}%** test accuracy in eval mode "
+        f"({100 * metrics['test_accuracy_train_mode']:.2f}% measured in train mode, as the original did), "
+        f"with {metrics['parameters']:,} parameters. The original report's dense model: {DENSE_TEST_ACCURACY}% "
+        f"(full width, 100 epochs, train-mode evaluation). Data: {metrics['data']}."
+    )
+
+
+def _first_below(scan: pd.DataFrame, threshold: float) -> dict[str, float | None]:
+    out = {}
+    for layer, group in scan.groupby("layer", sort=False):
+        below = group[group["accuracy"] < threshold]["sparsity"]
+        out[layer] = float(below.min()) if len(below) else None
+    return out
+
+
+def sensitivity_prose(run: Run, scans: dict[str, pd.DataFrame]) -> str:
+    lines = []
+    for strategy, scan in scans.items():
+        at_half = scan[scan["sparsity"] == 0.5].set_index("layer")["accuracy"]
+        worst, best = at_half.idxmin(), at_half.idxmax()
+        never = [l for l, s in _first_below(scan, run.profile.threshold).items() if s is None]
+        lines.append(
+            f"- **{strategy}**: at sparsity 0.5 the most sensitive layer is `{worst}` "
+            f"({100 * at_half[worst]:.1f}% validation accuracy), the least `{best}` ({100 * at_half[best]:.1f}%); "
+            f"{len(never)} of {scan['layer'].nunique()} layers never fall below {100 * run.profile.threshold:.0f}% "
+            f"up to sparsity {scan['sparsity'].max():.1f}."
+        )
+    dense = scans[next(iter(scans))].query("sparsity == 0")["accuracy"].iloc[0]
+    return (f"Dense validation accuracy: {100 * dense:.1f}%.\n\n" + "\n".join(lines))
+
+
+def results_prose(run: Run, results: pd.DataFrame, outputs: pd.DataFrame) -> str:
+    r = results.set_index("strategy")
+    o = TABLE2.set_index("strategy")
+    lines = [
+        f"- **{s}**: {r.at[s, 'params_kept_pct']:.1f}% of the parameters left "
+        f"(original {o.at[s, 'params_kept_pct']:.1f}%); test accuracy {r.at[s, 'acc_pruned']:.1f}% right after "
+        f"pruning in eval mode ({r.at[s, 'acc_pruned_train_mode']:.1f}% in train mode), "
+        f"{r.at[s, 'acc_recalibrated']:.1f}% after BN recalibration, {r.at[s, 'acc_finetuned']:.1f}% after "
+        f"{int(r.at[s, 'finetune_epochs'])} fine-tuning epochs (original: {o.at[s, 'acc_pruned']:.1f}% and "
+        f"{o.at[s, 'acc_finetuned']:.1f}%)."
+        for s in STRATEGIES
+    ]
+    (kept, removed), (kept_recal, removed_recal) = (outputs.set_index("filter_outputs")[c].tolist()
+                                                    for c in ("acc_pruned", "acc_recalibrated"))
+    dense = run.load_json("dense_metrics.json")
+    return (
+        f"Dense: {100 * dense['test_accuracy']:.2f}% (eval mode). Profile `{run.profile.name}`, width "
+        f"{run.profile.width}, data: {run.data.source}.\n\n" + "\n".join(lines) + "\n\n"
+        f"Filter pruning with the pruned filters' bias and BatchNorm kept (the original) gives {kept:.1f}% right "
+        f"after pruning and {kept_recal:.1f}% after BN recalibration; with them removed {removed:.1f}% and "
+        f"{removed_recal:.1f}%."
+    )
+
+
+def weights_prose(stats: pd.DataFrame) -> str:
+    s = stats.set_index("model")
+    dense = s.loc["dense"]
+    lines = []
+    for strategy in STRATEGIES:
+        p, f = s.loc[f"{strategy} pruned"], s.loc[f"{strategy} fine-tuned"]
+        lines.append(
+            f"- **{strategy}**: {100 * p['non_zero'] / dense['non_zero']:.1f}% of the conv weights stay non-zero; "
+            f"mean |w| {dense['mean_abs']:.4f} (dense) -> {p['mean_abs']:.4f} (pruned) -> {f['mean_abs']:.4f} "
+            f"(fine-tuned), standard deviation {dense['std']:.4f} -> {p['std']:.4f} -> {f['std']:.4f}."
+        )
+    shift = {st: s.loc[f"{st} pruned", "mean_abs"] / dense["mean_abs"] for st in STRATEGIES}
+    order = sorted(shift, key=shift.get, reverse=True)
+    return (f"Pruning by magnitude removes weights near zero, so the surviving weights' mean |w| grows: most for "
+            f"**{order[0]}** ({shift[order[0]]:.2f}x the dense mean), then {order[1]} ({shift[order[1]]:.2f}x) and "
+            f"{order[2]} ({shift[order[2]]:.2f}x). Fine-grained pruning cuts exactly at a magnitude threshold; "
+            f"kernel and filter pruning remove whole units whose individual weights span a range of values.\n\n"
+            + "\n".join(lines))
+
+
+def activations_prose(stats: pd.DataFrame) -> str:
+    s = stats.set_index("model")
+    lines = [
+        f"- **{name}**: {100 * row['non_zero'] / row['total']:.1f}% of the post-ReLU activations are non-zero, "
+        f"mean non-zero activation {row['mean_abs']:.3f}."
+        for name, row in s.iterrows()
+    ]
+    return "For this image:\n\n" + "\n".join(lines)
+
+
+def latency_prose(table: pd.DataFrame) -> str:
+    t = table.set_index(["model", "batch_size"])
+    dense = {b: t.loc[("dense", b), "median_ms"] for b in (1, 256)}
+    lines = []
+    for model in table["model"].unique():
+        if model == "dense":
+            continue
+        r1, r256 = t.loc[(model, 1)], t.loc[(model, 256)]
+        lines.append(
+            f"- **{model}**: {100 * r256['masked_multiply_adds'] / t.loc[('dense', 256), 'masked_multiply_adds']:.0f}% "
+            f"of the dense multiply-adds if masked weights were skipped, {100 * r256['multiply_adds'] / t.loc[('dense', 256), 'multiply_adds']:.0f}% "
+            f"actually computed; latency {dense[1] / r1['median_ms']:.2f}x (batch 1) and "
+            f"{dense[256] / r256['median_ms']:.2f}x (batch 256) the dense model's speed; "
+            f"saved file {r256['file_size_bytes'] / 1e6:.2f} MB."
+        )
+    return ("Speed-up relative to the dense model (median CPU latency, fp32):\n\n" + "\n".join(lines) + "\n\n"
+            "Masked models run the same dense convolutions as the dense model: their zeros are multiplied like any "
+            "other weight, so fine-grained and kernel sparsity buys no speed without sparse kernels, and masked "
+            "filter pruning none either. Only the compacted filter model computes fewer multiply-adds.")
+
+
+def frontier_prose(frontier: pd.DataFrame) -> str:
+    lines = []
+    for (strategy, allocation), g in frontier.groupby(["strategy", "allocation"], sort=False):
+        g = g.sort_values("budget")
+        ok = g[g["acc_finetuned"] >= 80.0]
+        smallest = f"{ok['conv_weights_kept_pct'].min():.1f}%" if len(ok) else "none of the budgets"
+        lines.append(f"- **{strategy}, {allocation}**: after a short fine-tune, accuracy at the smallest budget "
+                     f"({g['conv_weights_kept_pct'].iloc[0]:.1f}% of conv weights kept) is "
+                     f"{g['acc_finetuned'].iloc[0]:.1f}%; the smallest budget still at >= 80%: {smallest}.")
+    return "\n".join(lines)
+
+
+def criteria_prose(criteria: pd.DataFrame) -> str:
+    means = criteria.groupby(["strategy", "criterion"], sort=False)["acc_finetuned"].mean()
+    pruned = criteria.groupby(["strategy", "criterion"], sort=False)["acc_recalibrated"].mean()
+    lines = []
+    for strategy in criteria["strategy"].unique():
+        m, p = means[strategy], pruned[strategy]
+        lines.append(
+            f"- **{strategy}**: after BN recalibration L2 {p.get('L2', float('nan')):.1f}%, L1 "
+            f"{p.get('L1', float('nan')):.1f}%, random {p.get('random', float('nan')):.1f}% (mean over seeds); "
+            f"after the short fine-tune L2 {m.get('L2', float('nan')):.1f}%, L1 {m.get('L1', float('nan')):.1f}%, "
+            f"random {m.get('random', float('nan')):.1f}%."
+        )
+    return "\n".join(lines)
+
+
+def iterative_prose(iterative: pd.DataFrame) -> str:
+    final = iterative.sort_values("round").groupby(["strategy", "rounds"], sort=False).tail(1)
+    final = final.sort_values(["strategy", "rounds"], key=lambda c: c.map(STRATEGIES.index) if c.name == "strategy" else c)
+    lines = [f"- **{r.strategy}**, {r.rounds} round(s): {r.acc_after_round:.1f}% at "
+             f"{r.conv_weights_kept_pct:.1f}% conv weights kept" for r in final.itertuples()]
+    return "Final accuracy at the same budget and the same total fine-tuning epochs:\n\n" + "\n".join(lines)
+

@@ -1,0 +1,283 @@
+"""The study's steps for notebooks 01-05, one function each, every result keyed by its inputs.
+
+Each step declares what it depends on (upstream keys, settings, data, parameters) and goes
+through :meth:`pruning_utils.runs.Run.step`: reused when its artifacts carry that key, else
+computed. A step computes what it needs upstream on demand (never forced), so any notebook can
+run on its own. Artifacts (see :data:`pruning_utils.artifacts.REGISTRY`):
+
+- dense: ``dense.pt``, ``dense_history.csv``, ``dense_metrics.json``, ``layers.csv``
+- sensitivity: ``sensitivity_<strategy>.csv`` (validation split)
+- table1: ``sparsities.csv``; prune_finetune: ``pruned_<s>.pt``, ``finetuned_<s>.pt``,
+  ``finetune_history_<s>.csv``, ``table2_<s>.json``; table2: ``results.csv``;
+  filter_outputs: ``filter_outputs.csv``
+- weight_stats: ``weight_stats.csv``; activation_stats: ``activation_stats_<image>.csv``
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .counting import count_remaining_parameters, layer_table
+from .criteria import STRATEGIES
+from .distributions import conv_activations, distribution_stats
+from .evaluation import copy_model, evaluate, train_mode_accuracy
+from .masks import conv_weights
+from .model import CONV_NAMES, VGG16, count_multiply_adds
+from .model_files import load_model, save_model
+from .recovery import RecoverySettings, prune_and_recover, recover
+from .runs import Run
+from .sensitivity import choose_sparsities, scan_sensitivity
+from .training import train
+
+DENSE_FILES = ["dense.pt", "dense_history.csv", "dense_metrics.json", "layers.csv"]
+SEVEN_MODELS = ("dense",) + tuple(f"{s} {stage}" for s in STRATEGIES for stage in ("pruned", "fine-tuned"))
+
+
+def check_strategy_parameter(strategy: str, allow_all: bool = True) -> tuple[str, ...]:
+    """The strategies a notebook's ``strategy`` parameter names (``all`` -> all three); ValueError otherwise."""
+    valid = STRATEGIES + (("all",) if allow_all else ())
+    if strategy not in valid:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {' | '.join(valid)}")
+    return STRATEGIES if strategy == "all" else (strategy,)
+
+
+def _epoch_logger(run: Run, what: str, epochs: int):
+    def log(epoch: int, record: dict) -> None:
+        val = "" if record["val_acc"] != record["val_acc"] else f", val {100 * record['val_acc']:.1f}%"
+        run.log(f"  {what} epoch {epoch}/{epochs}: loss {record['loss']:.3f}{val}, {record['seconds']:.0f} s")
+    return log
+
+
+def _checkpoint(run: Run, name: str, key: str, force: bool):
+    path = run.path(f"checkpoints/{name}-{key}.ckpt")
+    if force:
+        path.unlink(missing_ok=True)
+    return path
+
+
+# --- 01: the dense model ------------------------------------------------------------------------
+
+
+def _dense_inputs(run: Run) -> dict:
+    return {"data": run.data_inputs(), "seed": run.seed,
+            **run.settings("width", "dropout", "head_init", "batch_size", "train", "precision", "eval_batch_size")}
+
+
+def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
+    """The run's trained dense model (trained now if it is missing or stale) and its key."""
+    inputs = _dense_inputs(run)
+    forced = run.force if force is None else force
+
+    def compute(key: str) -> None:
+        model = run.new_model()
+        checkpoint = _checkpoint(run, "dense", key, forced)
+        identity = {"step": "dense", "key": key, "seed": run.seed, "width": run.profile.width,
+                    "recipe": asdict(run.profile.train)}
+        history = train(model, run.data.train_x, run.data.train_y, run.profile.train,
+                        batch_size=run.profile.batch_size, val=(run.data.val_x, run.data.val_y), seed=run.seed,
+                        device=run.device, precision=run.precision, checkpoint=checkpoint, identity=identity,
+                        eval_batch_size=run.profile.eval_batch_size, progress=False,
+                        on_epoch_end=_epoch_logger(run, "dense", run.profile.train.epochs))
+        model.eval()
+        metrics = {**_dense_metrics(run, model), "train_seconds_total": float(history["seconds"].sum()),
+                   "epochs": int(len(history)), "data": run.data.source, "precision": run.precision}
+        save_model(model, run.path("dense.pt"), key=key)
+        run.save_csv("dense_history.csv", history)
+        run.save_csv("layers.csv", layer_table(model))
+        run.save_json("dense_metrics.json", metrics)
+        checkpoint.unlink(missing_ok=True)
+
+    key = run.step("dense", DENSE_FILES, inputs, compute, force)
+    if run.memo.get("dense") is None or run.memo["dense"][1] != key:
+        run.memo["dense"] = (load_model(run.path("dense.pt"), run.device, expect_width=run.profile.width)[0], key)
+    return run.memo["dense"]
+
+
+def _dense_metrics(run: Run, model: nn.Module) -> dict:
+    p, d = run.profile, run.data
+    return {
+        "test_accuracy": evaluate(model, d.test_x, d.test_y, batch_size=p.eval_batch_size, precision=run.precision),
+        "val_accuracy": evaluate(model, d.val_x, d.val_y, batch_size=p.eval_batch_size, precision=run.precision),
+        "test_accuracy_train_mode": train_mode_accuracy(model, d.test_x, d.test_y, batch_size=p.batch_size,
+                                                        seed=run.seed, precision=run.precision),
+        "parameters": count_remaining_parameters(model)["total"],
+        "multiply_adds": count_multiply_adds(model),
+    }
+
+
+def train_dense(run: Run, force: bool | None = None) -> tuple[VGG16, pd.DataFrame, dict]:
+    """Notebook 01's step: the dense model, its training history and its metrics."""
+    model, _ = dense_model(run, force)
+    return model, run.load_csv("dense_history.csv"), run.load_json("dense_metrics.json")
+
+
+# --- 02-03: scans, Table 1, Table 2 --------------------------------------------------------------
+
+
+def sensitivity_key(run: Run, strategy: str, force: bool | None = False) -> str:
+    """Make (or reuse) ``sensitivity_<strategy>.csv``, the per-layer scan on the validation split."""
+    check_strategy_parameter(strategy, allow_all=False)
+    dense, dense_key = dense_model(run)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy,
+              **run.settings("scan_sparsities", "eval_batch_size", "precision")}
+
+    def compute(key: str) -> None:
+        scan = scan_sensitivity(dense, run.data.val_x, run.data.val_y, strategy,
+                                sparsities=run.profile.scan_sparsities, batch_size=run.profile.eval_batch_size,
+                                precision=run.precision, progress=run.progress)
+        run.save_csv(f"sensitivity_{strategy}.csv", scan)
+
+    return run.step("sensitivity", [f"sensitivity_{strategy}.csv"], inputs, compute, force, strategy)
+
+
+def sensitivity(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
+    """Notebook 02's step: one strategy's scan (``strategy`` in fine-grained | kernel | filter)."""
+    sensitivity_key(run, strategy, force)
+    return run.load_csv(f"sensitivity_{strategy}.csv")
+
+
+def table1_key(run: Run, force: bool | None = False) -> str:
+    """Make (or reuse) ``sparsities.csv``: per layer and strategy, the original's rule on the scans."""
+    inputs = {"scans": {s: sensitivity_key(run, s) for s in STRATEGIES}, "threshold": run.profile.threshold}
+
+    def compute(key: str) -> None:
+        table = {s: choose_sparsities(run.load_csv(f"sensitivity_{s}.csv"), run.profile.threshold) for s in STRATEGIES}
+        frame = pd.DataFrame(table).reindex(list(CONV_NAMES))
+        frame.index.name = "layer"
+        run.save_csv("sparsities.csv", frame.reset_index())
+
+    return run.step("table1", ["sparsities.csv"], inputs, compute, force)
+
+
+def chosen_sparsities(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Table 1 (layer, fine-grained, kernel, filter)."""
+    table1_key(run, force)
+    return run.load_csv("sparsities.csv")
+
+
+def sparsity_dict(table: pd.DataFrame, strategy: str) -> dict[str, float]:
+    """One strategy's column of Table 1 as ``{layer: sparsity}``."""
+    return {layer: float(s) for layer, s in zip(table["layer"], table[strategy])}
+
+
+def recovery_settings(run: Run, epochs: int | None = None, train_mode: bool = False) -> RecoverySettings:
+    return RecoverySettings.from_profile(run.profile, run.seed, run.precision, epochs=epochs, train_mode=train_mode)
+
+
+def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> str:
+    """Prune the dense model at Table 1's sparsities, measure, recalibrate, fine-tune (one Table 2 row)."""
+    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    dense, dense_key = dense_model(run)
+    settings = recovery_settings(run, train_mode=True)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
+              "recovery": settings.as_inputs()}
+    forced = run.force if force is None else force
+    names = [f"pruned_{strategy}.pt", f"finetuned_{strategy}.pt", f"finetune_history_{strategy}.csv",
+             f"table2_{strategy}.json"]
+
+    def compute(key: str) -> None:
+        identity = {"step": "prune_finetune", "key": key, "seed": run.seed, "strategy": strategy,
+                    "recipe": asdict(settings.recipe)}
+        checkpoint = _checkpoint(run, f"finetune_{strategy}", key, forced)
+        model = copy_model(dense)
+        row, history = recover(
+            model, run.data, sparsities, strategy, settings, track_validation=True, checkpoint=checkpoint,
+            identity=identity, on_pruned=lambda m: save_model(m, run.path(names[0]), key=key, stage="pruned"),
+            desc=f"fine-tune {strategy}")
+        save_model(model, run.path(names[1]), key=key, stage="fine-tuned")
+        run.save_csv(names[2], history)
+        run.save_json(names[3], {"strategy": strategy, **row})
+        checkpoint.unlink(missing_ok=True)
+
+    return run.step("prune_finetune", names, inputs, compute, force, strategy)
+
+
+def prune_finetune(run: Run, strategy: str, force: bool | None = None) -> dict:
+    """Notebook 03's step for one strategy: its Table 2 row."""
+    prune_finetune_key(run, strategy, force)
+    return run.load_json(f"table2_{strategy}.json")
+
+
+def table2(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Table 2 (``results.csv``): one row per strategy, from the prune_finetune rows."""
+    keys = {s: prune_finetune_key(run, s, force) for s in STRATEGIES}
+
+    def compute(key: str) -> None:
+        run.save_csv("results.csv", pd.DataFrame([run.load_json(f"table2_{s}.json") for s in STRATEGIES]))
+
+    run.step("table2", ["results.csv"], {"rows": keys}, compute, force)
+    return run.load_csv("results.csv")
+
+
+def filter_outputs(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Filter pruning at Table 1's sparsities with the original's behaviour (a pruned filter's conv
+    bias and BatchNorm kept, so it still emits a constant) against outputs removed: test accuracy
+    right after pruning and after BN recalibration, eval mode (``filter_outputs.csv``)."""
+    sparsities = sparsity_dict(chosen_sparsities(run, force=False), "filter")
+    dense, dense_key = dense_model(run)
+    settings = recovery_settings(run, epochs=0)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "sparsities": sparsities,
+              "recovery": settings.as_inputs()}
+
+    def compute(key: str) -> None:
+        rows = []
+        for remove in (False, True):
+            row = prune_and_recover(dense, run.data, sparsities, "filter", settings, remove_filter_outputs=remove)
+            rows.append({"filter_outputs": "removed (ours)" if remove else "kept (original)",
+                         "acc_pruned": row["acc_pruned"], "acc_recalibrated": row["acc_recalibrated"]})
+        run.save_csv("filter_outputs.csv", pd.DataFrame(rows))
+
+    run.step("filter_outputs", ["filter_outputs.csv"], inputs, compute, force)
+    return run.load_csv("filter_outputs.csv")
+
+
+# --- 04-05: the seven models, their weights and activations ------------------------------------
+
+
+def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Dense, and each strategy pruned and fine-tuned (keyed as :data:`SEVEN_MODELS`), with their keys."""
+    dense, dense_key = dense_model(run)
+    models, keys = {"dense": dense}, {"dense": dense_key}
+    for strategy in STRATEGIES:
+        key = prune_finetune_key(run, strategy)
+        for stage, file in (("pruned", "pruned"), ("fine-tuned", "finetuned")):
+            models[f"{strategy} {stage}"] = load_model(run.path(f"{file}_{strategy}.pt"), run.device,
+                                                       expect_width=run.profile.width)[0]
+            keys[f"{strategy} {stage}"] = f"{key}:{stage}"
+    return models, keys
+
+
+def weight_stats(run: Run, models: dict[str, nn.Module], keys: dict[str, str],
+                 force: bool | None = None) -> pd.DataFrame:
+    """Per model: non-zero conv weights, their mean |w| and spread (``weight_stats.csv``)."""
+    def compute(key: str) -> None:
+        run.save_csv("weight_stats.csv", distribution_stats({n: conv_weights(m) for n, m in models.items()}))
+
+    run.step("weight_stats", ["weight_stats.csv"], {"models": keys}, compute, force)
+    return run.load_csv("weight_stats.csv")
+
+
+def activation_stats(run: Run, models: dict[str, nn.Module], keys: dict[str, str], image_index: int,
+                     force: bool | None = None) -> pd.DataFrame:
+    """Per model: non-zero post-ReLU activations for test image ``image_index`` (``activation_stats_<i>.csv``)."""
+    image, _ = test_image(run, image_index)
+    name = f"activation_stats_{image_index}.csv"
+
+    def compute(key: str) -> None:
+        run.save_csv(name, distribution_stats({n: conv_activations(m, image) for n, m in models.items()}))
+
+    inputs = {"models": keys, "data": run.data_inputs(), "image_index": image_index}
+    run.step("activation_stats", [name], inputs, compute, force, f"image {image_index}")
+    return run.load_csv(name)
+
+
+def test_image(run: Run, index: int) -> tuple[torch.Tensor, str]:
+    """Test image ``index`` (uint8 [3, 32, 32]) and its class name; IndexError names the range."""
+    n = len(run.data.test_x)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+        raise IndexError(f"image_index must be an integer in [0, {n - 1}], got {index!r}")
+    return run.data.test_x[index], run.data.classes[int(run.data.test_y[index])]
