@@ -3,7 +3,7 @@
 #   make test     # environment (if missing), unit tests, notebook regression (nbval, smoke profile)
 # Variables: PROFILE (paper | cpu | smoke; default cpu without a GPU, paper with one),
 #            DATA (a CIFAR-10 source; default ../shared/datasets/cifar10-jpeg.tar.gz when present),
-#            FORCE=1 to redo finished steps.
+#            FORCE=1 to recompute every step, SET="finetune_epochs=2 ..." to change profile settings.
 
 PYTHON ?= python3
 VENV := .venv
@@ -27,23 +27,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: env
-	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force)
+	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(foreach s,$(SET),--set $(s))
 
 test: unit nbval
 
 unit: env
 	$(PY) -m pytest tests
 
-# The five notebooks at the smoke profile (generated data) against committed reference outputs.
+# The six notebooks at the smoke profile (generated data) against committed reference outputs.
 nbval: env
 	rm -rf $(NBVAL_RUN_DIR)
 	cd tests/nbval && ../../$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with sanitize.cfg \
-		01_train.ipynb 02_sensitivity.ipynb 03_prune_finetune.ipynb 04_weight_dists.ipynb 05_activations.ipynb
+		01_train.ipynb 02_sensitivity.ipynb 03_prune_finetune.ipynb 04_weight_dists.ipynb 05_activations.ipynb 06_beyond.ipynb
 
 # Regenerate the nbval references after an intended change of a notebook or of smoke results.
 nbval-refs: env
 	rm -rf $(NBVAL_RUN_DIR)
-	for nb in 01_train 02_sensitivity 03_prune_finetune 04_weight_dists 05_activations; do \
+	for nb in 01_train 02_sensitivity 03_prune_finetune 04_weight_dists 05_activations 06_beyond; do \
 		$(PY) -m papermill -k python3 --cwd notebooks notebooks/$$nb.ipynb tests/nbval/$$nb.ipynb \
 			-p profile smoke -p run_dir $(NBVAL_RUN_DIR) --no-progress-bar || exit 1; \
 	done

@@ -7,9 +7,10 @@ rest of the network run per sparsity, masks swapped into the live model, the den
 evaluated once; fp32 in channels_last. Both score every image of the split.
 
 Default: the cpu profile's model (width 0.25) and validation split (5,000 images of the
-CIFAR-10 JPEG copy), the filter criterion (the cost per point is the same for all three), a
-trained dense model from ``data/runs/cpu/dense.pt`` when there is one, else seeded random
-weights. Prints both times, the ratio and whether every accuracy is identical, and writes a JSON
+CIFAR-10 JPEG copy), the filter criterion (the cost per point is the same for all three), and
+the run's trained dense model, obtained through the run (``data/runs/<profile>``): reused when
+its stored key matches, trained first (with a message) when it is missing or stale, or refused
+with ``--no-train``. Never random weights. Prints both times, the ratio and whether every accuracy is identical, and writes a JSON
 record to ``data/benchmarks/``. Last line: ``speedup: <ratio>x, identical: <bool>``.
 """
 
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from pruning_utils.config import get_profile
-from pruning_utils.data import load_splits
-from pruning_utils.model import VGG16
-from pruning_utils.runs import code_version, load_model, resolve_path
+from pruning_utils.artifacts import step_key
+from pruning_utils.latency import cpu_model
+from pruning_utils.runs import code_version, open_run, resolve_path
 from pruning_utils.sensitivity import scan_sensitivity, scan_sensitivity_naive
+from pruning_utils.steps import DENSE_FILES, dense_inputs, dense_model
 
 
 def main() -> None:
@@ -36,28 +37,29 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--strategy", default="filter", choices=("fine-grained", "kernel", "filter"))
     parser.add_argument("--images", type=int, default=0, help="use the first N validation images (0 = all)")
-    parser.add_argument("--model", default="data/runs/cpu/dense.pt", help="trained model (random if missing)")
+    parser.add_argument("--run-dir", default="", help="the run whose dense model is scanned (default data/runs/<profile>)")
+    parser.add_argument("--no-train", action="store_true", help="refuse, instead of training, when the run has no "
+                        "current dense model")
     parser.add_argument("--naive-batch", type=int, default=512)
     parser.add_argument("--fast-batch", type=int, default=250, help="our scan's batch (250 was fastest here)")
     parser.add_argument("--data-source", default=None)
+    parser.add_argument("--record", default="data/benchmarks/sensitivity_scan.json", help="where the JSON record goes")
     args = parser.parse_args()
 
-    profile = get_profile(args.profile)
-    data = load_splits("synthetic" if profile.data == "synthetic" else args.data_source,
-                       cache_dir=resolve_path("data/cache"), val_size=profile.val_size,
-                       synthetic_sizes=profile.synthetic_sizes)
+    run = open_run(args.profile, args.run_dir or None, data_source=args.data_source, progress=True)
+    profile, data = run.profile, run.data
     x, y = data.val_x, data.val_y
     if args.images:
         x, y = x[: args.images], y[: args.images]
-    model_path = resolve_path(args.model)
-    if model_path.exists():
-        model, _ = load_model(model_path)
-        weights = f"trained ({args.model})"
-    else:
-        torch.manual_seed(0)
-        model = VGG16(width=profile.width, dropout=profile.dropout, head_init=profile.head_init)
-        weights = "random (seed 0)"
-    model.eval()
+    inputs = dense_inputs(run)
+    status = run.store.status(DENSE_FILES, step_key("dense", inputs), inputs)
+    if status != "fresh":
+        if args.no_train:
+            raise SystemExit(f"the run {run.run_dir} has no current dense model ({status}); run notebooks/01_train "
+                             "or drop --no-train to train it now")
+        print(f"the run {run.run_dir} has no current dense model ({status}): training it first, as notebook 01 would")
+    model, key = dense_model(run)
+    weights = f"trained (run {run.run_dir.name}, dense key {key})"
     print(f"model: width {profile.width}, {weights}; images: {len(x)} ({data.source}); "
           f"strategy: {args.strategy}; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -85,10 +87,11 @@ def main() -> None:
         "naive_batch": args.naive_batch, "ours_batch": args.fast_batch,
         "naive_seconds": naive_s, "ours_seconds": fast_s, "speedup": ratio,
         "identical": identical, "points_differing": differing,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+        "machine": platform.machine(),
         "code_version": code_version(),
     }
-    out = resolve_path("data/benchmarks") / "sensitivity_scan.json"
+    out = resolve_path(args.record)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"points: {len(fast)}, differing: {differing}; record: {out}")

@@ -2,7 +2,7 @@
 
 Original style (the seed's code): torchvision ``DataLoader`` over a dataset of PIL images with
 ``RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor`` applied image by image, fp32,
-NCHW, batch 512, Adam. Ours (``pruning_utils.train``): the split kept as one uint8 tensor,
+NCHW, batch 512, Adam. Ours (``pruning_utils.training``): the split kept as one uint8 tensor,
 batches sliced from a seeded permutation and augmented as whole batches in torch,
 channels_last, bf16 autocast where the CPU supports it, same batch size and optimizer.
 
@@ -31,7 +31,8 @@ from pruning_utils.config import get_profile
 from pruning_utils.data import augment_batch, load_splits
 from pruning_utils.model import VGG16
 from pruning_utils.runs import code_version, resolve_path
-from pruning_utils.train import autocast, prepare_batch, resolve_precision
+from pruning_utils.latency import cpu_model
+from pruning_utils.evaluation import autocast, prepare_batch, resolve_precision
 
 
 class PILImages(Dataset):
@@ -117,7 +118,8 @@ def main() -> None:
         print(f"{name}: original {original:.0f} img/s, ours {ours:.0f} img/s ({precision}, channels_last)", flush=True)
     record = {"benchmark": "train_throughput", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": data.source, "batch_size": args.batch_size, "results": results, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "cpu": cpu_model(),
+              "machine": platform.machine(),
               "code_version": code_version()}
     out = resolve_path("data/benchmarks") / "train_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)

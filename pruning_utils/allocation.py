@@ -150,7 +150,8 @@ def _refined(curves: Curves, sizes: Mapping[str, int], allowed: float, level: di
 
 
 def guided_sparsities(
-    scan: pd.DataFrame, layer_sizes: Mapping[str, int], conv_fraction_kept: float
+    scan: pd.DataFrame, layer_sizes: Mapping[str, int], conv_fraction_kept: float,
+    layer_units: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """Per-layer sparsities from the scan's grid that keep at most ``conv_fraction_kept`` of the
     conv weights while maximising the additive model's predicted accuracy (:func:`predicted_accuracy`).
@@ -170,6 +171,8 @@ def guided_sparsities(
     with *extrapolated* accuracies (the last measured segment's slope, never rising, floored
     at the scan's lowest accuracy): an unmeasured guess, used only then. A budget below
     what the extended grid can reach raises ``ValueError`` naming the smallest reachable one.
+    With ``layer_units`` (each layer's number of pruning units: weights, kernels or filters),
+    grid sparsities that would remove every unit of a layer (``round(s * n) >= n``) are not used.
     """
     check_budget(conv_fraction_kept)
     curves = _accuracy_curves(scan)
@@ -187,8 +190,15 @@ def guided_sparsities(
     def smallest_kept(c: Curves) -> float:
         return _kept(c, sizes, {layer: len(c[layer]) - 1 for layer in sizes})
 
+    def prunable(c: Curves) -> Curves:
+        if layer_units is None:
+            return c
+        return {layer: [(s, a) for s, a in points if round(s * layer_units[layer]) < layer_units[layer]]
+                for layer, points in c.items()}
+
+    curves = prunable(curves)
     if smallest_kept(curves) > allowed:
-        curves = _extrapolated(curves)
+        curves = prunable(_extrapolated(curves))
         if smallest_kept(curves) > allowed:
             reachable = smallest_kept(curves) / total
             raise ValueError(

@@ -194,14 +194,15 @@ def default_profile_name() -> str:
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The named profile (default: :func:`default_profile_name`) with optional field overrides.
 
-    ``overrides`` may name Profile fields, or ``epochs``/``finetune_epochs``/``lr`` shortcuts
+    ``overrides`` may name Profile fields, or ``epochs``/``lr``/``finetune_epochs``/``finetune_lr`` shortcuts
     that change the dense and fine-tuning recipes. Unknown names raise with the valid ones listed.
     """
     name = name or default_profile_name()
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
     profile = PROFILES[name]
-    recipe_shortcuts = {"epochs": ("train", "epochs"), "finetune_epochs": ("finetune", "epochs")}
+    recipe_shortcuts = {"epochs": ("train", "epochs"), "finetune_epochs": ("finetune", "epochs"),
+                        "lr": ("train", "lr"), "finetune_lr": ("finetune", "lr")}
     fields = {f.name for f in dataclasses.fields(Profile)}
     for key, value in overrides.items():
         if key in recipe_shortcuts:

@@ -24,7 +24,7 @@ from .allocation import ALLOCATIONS, check_budget, guided_sparsities, uniform_sp
 from .artifacts import ArtifactError, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
-from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy
+from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy, unit_scores, units_removed
 from .latency import cpu_model, latency_table
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
@@ -92,15 +92,22 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
     check_choices("allocations", allocations, ALLOCATIONS)
     for budget in budgets:
         check_budget(budget)
-    sizes = {name: conv.weight.numel() for name, conv in conv_layers(dense).items()}
+    convs = conv_layers(dense)
+    sizes = {name: conv.weight.numel() for name, conv in convs.items()}
     points = []
     for strategy in strategies:
+        units = {name: unit_scores(conv.weight, strategy).numel() for name, conv in convs.items()}
         for allocation in allocations:
             if allocation == "guided" and (scans is None or strategy not in scans):
                 raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r} in scans")
             for budget in budgets:
                 sparsities = (uniform_sparsities(dense, budget, strategy) if allocation == "uniform"
-                              else guided_sparsities(scans[strategy], sizes, budget))
+                              else guided_sparsities(scans[strategy], sizes, budget, units))
+                for name, s in sparsities.items():
+                    try:
+                        units_removed(s, units[name])
+                    except ValueError as error:
+                        raise ValueError(f"{strategy} {allocation} budget {budget}: {name}: {error}") from None
                 fixed = {"strategy": strategy, "allocation": allocation, "budget": float(budget)}
                 key = step_key("frontier", {**base, **fixed, "sparsities": sparsities,
                                             "recovery": settings.as_inputs()})
@@ -171,7 +178,10 @@ def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Seque
              allocations: Sequence[str] = ALLOCATIONS, finetune_epochs: int | None = None,
              force: bool | None = None) -> pd.DataFrame:
     """The frontier on the run (defaults: the profile's ``budgets`` and ``short_finetune_epochs``)."""
+    check_choices("strategies", strategies, STRATEGIES)
     check_choices("allocations", allocations, ALLOCATIONS)
+    for budget in run.profile.budgets if budgets is None else budgets:
+        check_budget(budget)
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
     scans = {s: sensitivity(run, s, force=False) for s in strategies} if "guided" in allocations else None

@@ -80,13 +80,15 @@ def prune_model(
     check_strategy(strategy)
     check_sparsities(sparsities)
     convs = conv_layers(model)
-    for name, sparsity in sparsities.items():
+    masks = {}
+    for name, sparsity in sparsities.items():  # every mask first: a refused layer leaves the model untouched
         conv = convs[name]
         try:
-            mask = make_mask(effective_weight(conv), sparsity, strategy, norm=norm, generator=generator,
-                             current=current_mask(conv))
+            masks[name] = make_mask(effective_weight(conv), sparsity, strategy, norm=norm, generator=generator,
+                                    current=current_mask(conv))
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
+    for name, mask in masks.items():
         apply_masks(mask_targets(model, name, mask, strategy, remove_filter_outputs))
     return model
 

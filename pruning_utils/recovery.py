@@ -59,8 +59,12 @@ class RecoverySettings:
         return replace(self, recipe=replace(self.recipe, epochs=epochs))
 
     def as_inputs(self) -> dict:
-        """Everything a result depends on, for artifact keys."""
-        return asdict(self)
+        """Everything a result depends on, for artifact keys (without fine-tuning, the recipe's
+        settings other than its 0 epochs do not matter and are left out)."""
+        inputs = asdict(self)
+        if self.recipe.epochs == 0:
+            inputs["recipe"] = {"epochs": 0}
+        return inputs
 
 
 def _accuracy(model: nn.Module, data: CifarSplits, settings: RecoverySettings, device: torch.device) -> float:
@@ -82,6 +86,7 @@ def recover(
     identity: dict | None = None,
     on_pruned=None,
     track_validation: bool = False,
+    on_epoch_end=None,
     progress: bool = False,
     desc: str = "fine-tune",
 ) -> tuple[dict, pd.DataFrame]:
@@ -89,7 +94,8 @@ def recover(
 
     ``on_pruned(model)`` runs right after pruning (e.g. to save the pruned model). ``checkpoint``
     and ``identity`` make the fine-tuning resumable (:func:`pruning_utils.training.train`);
-    ``track_validation`` adds validation accuracy per epoch to the history.
+    ``track_validation`` adds validation accuracy per epoch to the history; ``on_epoch_end`` is
+    passed to :func:`pruning_utils.training.train`.
     Returns the row of measurements and the fine-tuning history (empty for 0 epochs).
     """
     check_strategy(strategy)
@@ -116,7 +122,8 @@ def recover(
         history = train(model, data.train_x, data.train_y, settings.recipe, batch_size=settings.batch_size,
                         val=(data.val_x, data.val_y) if track_validation else None, seed=settings.seed, device=device,
                         precision=settings.precision, checkpoint=checkpoint, identity=identity,
-                        eval_batch_size=settings.eval_batch_size, progress=progress, desc=desc)
+                        eval_batch_size=settings.eval_batch_size, progress=progress, desc=desc,
+                        on_epoch_end=on_epoch_end)
     model.eval()
     row["acc_finetuned"] = _accuracy(model, data, settings, device) if settings.recipe.epochs > 0 \
         else row["acc_recalibrated"]

@@ -17,6 +17,7 @@ streamed to the terminal.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -129,13 +130,13 @@ def _anchor(title: str) -> str:
     return re.sub(r"\s", "-", title.strip())
 
 
-def render_html(executed: list[Path], output: Path, title: str) -> Path:
+def render_html(executed: list[Path], output: Path, title: str, label: str = "") -> Path:
     """One self-contained HTML page from executed notebooks: code hidden, figures embedded, TOC."""
     from nbconvert import HTMLExporter
 
     merged = nbformat.v4.new_notebook()
     merged.metadata = nbformat.read(executed[0], as_version=4).metadata
-    toc = [f"# {title}", "", "Contents:", ""]
+    toc = [f"# {title}", "", *([f"Run: {label}", ""] if label else []), "Contents:", ""]
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -156,6 +157,21 @@ def render_html(executed: list[Path], output: Path, title: str) -> Path:
     return output
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["finetune_epochs=2", "threshold=0.6"]`` -> ``{"finetune_epochs": 2, "threshold": 0.6}`` (values
+    read as JSON where they parse, else kept as strings)."""
+    settings = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set takes SETTING=VALUE, got {item!r}")
+        try:
+            settings[name] = json.loads(value)
+        except ValueError:
+            settings[name] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="", help="paper | cpu | smoke (default: cpu without a GPU)")
@@ -164,12 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
     parser.add_argument("--force", action="store_true", help="recompute every step (passes force=True to each notebook)")
     parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                        help="change a profile setting for every notebook, e.g. --set finetune_epochs=2 (repeatable)")
     args = parser.parse_args(argv)
 
     profile = resolve_profile_name(args.profile)
     from .config import get_profile
 
-    get_profile(profile)  # fail on a bad name before any work
+    overrides = parse_settings(args.set)
+    try:
+        get_profile(profile, **overrides)  # fail on a bad name or value before any work
+    except ValueError as error:
+        parser.error(str(error))
     run_dir = resolve_path(args.run_dir or os.environ.get(RUN_DIR_ENV_VAR) or f"data/runs/{profile}")
     unknown = sorted(set(args.notebooks or ()) - set(NOTEBOOKS))
     if unknown:
@@ -179,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         run_dir_param = str(run_dir)
     parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
-                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, ""), "force": args.force}
+                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, ""), "force": args.force,
+                  "overrides": overrides}
     print(f"study: profile {profile}, run directory {run_dir}", flush=True)
     try:
         executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None,
@@ -187,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output = render_html(executed, run_dir / "report.html", f"Pruning and sparsity, revisited ({profile} profile)")
+    from .summary import run_label
+
+    output = render_html(executed, run_dir / "report.html", f"Pruning and sparsity, revisited ({profile} profile)",
+                         run_label(run_dir))
     print(f"report: {output}", flush=True)
     return 0
 

@@ -62,14 +62,15 @@ def _checkpoint(run: Run, name: str, key: str, force: bool):
 # --- 01: the dense model ------------------------------------------------------------------------
 
 
-def _dense_inputs(run: Run) -> dict:
+def dense_inputs(run: Run) -> dict:
+    """Everything the dense model depends on: data, seed, architecture, training recipe, precision."""
     return {"data": run.data_inputs(), "seed": run.seed,
             **run.settings("width", "dropout", "head_init", "batch_size", "train", "precision", "eval_batch_size")}
 
 
 def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
     """The run's trained dense model (trained now if it is missing or stale) and its key."""
-    inputs = _dense_inputs(run)
+    inputs = dense_inputs(run)
     forced = run.force if force is None else force
 
     def compute(key: str) -> None:
@@ -187,7 +188,7 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> s
         row, history = recover(
             model, run.data, sparsities, strategy, settings, track_validation=True, checkpoint=checkpoint,
             identity=identity, on_pruned=lambda m: save_model(m, run.path(names[0]), key=key, stage="pruned"),
-            desc=f"fine-tune {strategy}")
+            on_epoch_end=_epoch_logger(run, f"fine-tune {strategy}", settings.recipe.epochs))
         save_model(model, run.path(names[1]), key=key, stage="fine-tuned")
         run.save_csv(names[2], history)
         run.save_json(names[3], {"strategy": strategy, **row})

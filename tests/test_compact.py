@@ -1,14 +1,16 @@
-"""Compaction computes the masked model's function with fewer channels; latency table shape."""
+"""Compaction computes the masked model's function with fewer channels."""
 
 import copy
 
 import pytest
 import torch
 
-from pruning_utils.compact import LATENCY_COLUMNS, compact, copy_model, kept_channels, latency_table
+from pruning_utils.compact import compact, compaction_error, kept_channels
+from pruning_utils.counting import count_remaining_parameters
 from pruning_utils.data import to_float
+from pruning_utils.evaluation import copy_model
+from pruning_utils.masks import layer_masks, make_permanent, prune_model
 from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
-from pruning_utils.pruners import count_remaining_parameters, layer_masks, make_permanent, prune_model
 
 
 def _images(synthetic, n=64):
@@ -153,39 +155,14 @@ def test_compact_keeps_names_and_mode(trained_tiny):
         compact(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
 
 
-def test_latency_table_columns_and_sizes(trained_tiny):
+def test_compaction_error_compares_logits_and_predictions(trained_tiny, synthetic):
     masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, 0.5), "filter")
-    small = compact(masked)
-    models = {"dense": trained_tiny, "filter masked": masked, "filter compact": small}
-    table = latency_table(models, batch_sizes=(1, 8), repeats=2, warmup=1, threads=1)
-    assert list(table.columns) == LATENCY_COLUMNS
-    assert len(table) == 6
-    assert table[["median_ms", "images_per_s", "parameters", "multiply_adds", "file_size_bytes"]].gt(0).all().all()
-    by_model = table.groupby("model").first()
-    assert by_model.at["filter compact", "parameters"] < by_model.at["filter masked", "parameters"]
-    assert by_model.at["filter masked", "parameters"] < by_model.at["dense", "parameters"]
-    assert by_model.at["filter compact", "file_size_bytes"] < by_model.at["filter masked", "file_size_bytes"]
-    assert by_model.at["filter masked", "multiply_adds"] == by_model.at["dense", "multiply_adds"]
-    assert by_model.at["filter masked", "masked_multiply_adds"] < by_model.at["dense", "masked_multiply_adds"]
-    assert by_model.at["filter compact", "multiply_adds"] < by_model.at["filter masked", "multiply_adds"]
-    assert torch.get_num_threads() >= 1
-    assert hasattr(conv_layers(masked)["conv0"], "weight_mask")  # the table works on copies
-
-
-def test_latency_table_rejects_bad_arguments(trained_tiny):
-    with pytest.raises(ValueError, match="batch_sizes"):
-        latency_table({"dense": trained_tiny}, batch_sizes=(0,))
-    with pytest.raises(ValueError, match="repeats"):
-        latency_table({"dense": trained_tiny}, repeats=0)
-    with pytest.raises(ValueError, match="at least one model"):
-        latency_table({})
-
-
-def test_copy_model_copies_a_freshly_pruned_model(trained_tiny):
-    masked = prune_model(copy.deepcopy(trained_tiny), {"conv0": 0.5}, "filter")
-    with pytest.raises(RuntimeError):  # what copy_model works around
-        copy.deepcopy(masked)
-    twin = copy_model(masked)
-    assert torch.equal(twin.features.conv0.weight_mask, masked.features.conv0.weight_mask)
-    assert twin.features.conv0.weight_orig is not masked.features.conv0.weight_orig
-    assert not masked.features.conv0.weight.is_leaf  # the original's attribute is left as it was
+    x = _images(synthetic, 32)
+    check = compaction_error(masked, compact(masked), x)
+    assert check["images"] == 32 and check["same_predictions"] is True
+    assert 0 <= check["max_abs_logit_difference"] < 1e-5
+    other = compaction_error(masked, trained_tiny, x)  # not its compaction: the logits differ
+    expected = float((_outputs(masked, x) - _outputs(trained_tiny, x)).abs().max())
+    assert other["max_abs_logit_difference"] == pytest.approx(expected) and expected > 1e-3
+    assert other["same_predictions"] == bool(torch.equal(_outputs(masked, x).argmax(1),
+                                                         _outputs(trained_tiny, x).argmax(1)))

@@ -1,10 +1,21 @@
-"""The seed's VGG: exact parameter count, multiply-adds, layer names, width multiplier."""
+"""The seed's VGG: exact parameter count, multiply-adds, layer names, width multiplier; model files."""
 
 import pytest
 import torch
 from torch import nn
 
-from pruning_utils.model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds, count_parameters
+from pruning_utils.artifacts import ArtifactError
+from pruning_utils.masks import masked_parameters, prune_model
+from pruning_utils.model import (
+    CONV_NAMES,
+    VGG16,
+    batchnorm_after,
+    conv_layers,
+    count_multiply_adds,
+    count_parameters,
+    feature_index,
+)
+from pruning_utils.model_files import load_model, save_atomic, save_model
 
 
 def test_full_width_matches_the_original_parameter_count():
@@ -61,6 +72,18 @@ def test_width_multiplier_scales_conv_channels():
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ValueError, match="width"):
         VGG16(width=0)
+    with pytest.raises(ValueError, match="'xavier'"):
+        VGG16(width=0.25, head_init="xavier")
+
+
+def test_batchnorm_after_and_feature_index():
+    model = VGG16(width=0.125)
+    bns = batchnorm_after(model)
+    assert list(bns) == list(CONV_NAMES) and bns["conv7"] is model.features.bn7
+    names = list(model.features._modules)
+    assert all(names[feature_index(model, name) + 1] == name.replace("conv", "bn") for name in CONV_NAMES)
+    with pytest.raises(KeyError, match="'bn3'"):
+        feature_index(model, "bn3")
 
 
 def test_forward_from_and_features_before_compose_to_forward():
@@ -71,3 +94,46 @@ def test_forward_from_and_features_before_compose_to_forward():
         assert torch.equal(model.forward_from(model.features_before(x, layer), layer), model(x))
     with pytest.raises(KeyError, match="conv0"):
         model.forward_from(x, "conv12")
+
+
+# --- model files ---------------------------------------------------------------------------------
+
+
+def test_saved_pruned_model_round_trips_with_its_masks(tmp_path):
+    torch.manual_seed(0)
+    model = VGG16(width=0.125, dropout=0.0, head_init="kaiming")
+    prune_model(model, {"conv2": 0.5, "conv9": 0.7}, "filter")
+    prune_model(model, {"conv4": 0.6}, "fine-grained")
+    save_model(model, tmp_path / "m.pt", stage="pruned", key="abc")
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "m.pt"]  # atomic: no temp file left
+    loaded, meta = load_model(tmp_path / "m.pt", expect_width=0.125)
+    assert meta == {"stage": "pruned", "key": "abc"}
+    assert not loaded.training and loaded.head_init == "kaiming" and loaded.width == 0.125
+    assert sorted(masked_parameters(loaded)) == sorted(masked_parameters(model))
+    assert torch.equal(loaded.features.conv2.weight, model.features.conv2.weight)  # effective weight refreshed
+    assert torch.equal(loaded.features.conv4.weight_mask, model.features.conv4.weight_mask)
+    assert hasattr(loaded.features.bn2, "bias_mask")  # BatchNorm masks of removed filters kept
+    x = torch.rand(3, 3, 32, 32)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_unreadable_or_foreign_model_files_are_named(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(VGG16(width=0.125), path)
+    with pytest.raises(ArtifactError, match=f"model file {path} holds a width-0.125 model, .*width 0.25"):
+        load_model(path, expect_width=0.25)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=f"model file {path} cannot be read"):
+        load_model(path)
+    save_atomic({"weights": 1}, path)  # a torch file, but not a saved model
+    with pytest.raises(ArtifactError, match=f"model file {path} cannot be read"):
+        load_model(path)
+    saved = {"state": VGG16(width=0.25).state_dict(), "width": 0.125, "dropout": 0.5, "head_init": "normal",
+             "masked": [], "meta": {}}
+    save_atomic(saved, path)  # the weights of another width under a width-0.125 label
+    with pytest.raises(ArtifactError, match=f"model file {path} does not fit"):
+        load_model(path)
+    with pytest.raises(ArtifactError, match=f"model file {tmp_path / 'missing.pt'} cannot be read"):
+        load_model(tmp_path / "missing.pt")

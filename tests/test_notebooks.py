@@ -2,7 +2,10 @@
 the nbval regression mechanism. Runs the notebooks once at the smoke profile (generated data)."""
 
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +14,12 @@ import nbformat
 import papermill
 import pytest
 
-from pruning_utils.report import NOTEBOOKS, available_notebooks, render_html, run_notebooks
+from pruning_utils.artifacts import REGISTRY
+from pruning_utils.criteria import STRATEGIES
+from pruning_utils.report import NOTEBOOKS, available_notebooks, parse_settings, render_html, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations")
+STUDY = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations", "06_beyond")
 
 
 def _execute(name, out, **params):
@@ -22,12 +27,27 @@ def _execute(name, out, **params):
                                       cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
 
 
+def _records(run_dir):
+    return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
+
+
+def _report(run_dir, notebooks=STUDY, **extra):
+    return run_notebooks(run_dir, {"profile": "smoke", "run_dir": str(run_dir), **extra}, notebooks,
+                         log=lambda m: None, stream=False)
+
+
+def _step_logs(executed):
+    """The step table each executed notebook ends with, as text."""
+    return "\n".join(o.get("data", {}).get("text/plain", "") for p in executed
+                     for c in nbformat.read(p, 4).cells if "run.step_log()" in c.source for o in c.get("outputs", []))
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The five notebooks executed at the smoke profile into a temporary run directory."""
+    """The six notebooks executed through the report runner at the smoke profile, into a temporary run."""
     run_dir = tmp_path_factory.mktemp("smoke-run")
-    executed = run_notebooks(run_dir, {"profile": "smoke", "run_dir": str(run_dir)}, STUDY, log=lambda m: None)
-    return run_dir, executed
+    executed = _report(run_dir)
+    return run_dir, executed, _records(run_dir)
 
 
 def test_every_notebook_has_one_parameters_cell_with_the_common_parameters():
@@ -36,8 +56,8 @@ def test_every_notebook_has_one_parameters_cell_with_the_common_parameters():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, name
         params = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
-        assert {"profile", "run_dir", "seed", "data_source", "force"} <= set(params), name
-    assert available_notebooks()[:5] == STUDY and set(available_notebooks()) <= set(NOTEBOOKS)
+        assert {"profile", "run_dir", "seed", "data_source", "force", "overrides"} <= set(params), name
+    assert available_notebooks() == STUDY == NOTEBOOKS
 
 
 def test_committed_notebooks_carry_no_outputs():
@@ -58,23 +78,78 @@ def test_nbval_references_run_the_same_code_as_the_notebooks():
         assert ref.metadata["papermill"]["parameters"]["profile"] == "smoke"
 
 
-def test_the_study_writes_every_artifact(smoke_run):
-    run_dir, executed = smoke_run
-    names = {p.name for p in run_dir.iterdir()}
-    expected = {"run.json", "dense.pt", "dense_history.csv", "dense_metrics.json", "layers.csv", "sparsities.csv",
-                "results.csv", "filter_outputs.csv", "weight_stats.csv", "activation_stats_0.csv"}
-    expected |= {f"{kind}_{s}.{ext}" for s in ("fine-grained", "kernel", "filter")
-                 for kind, ext in (("sensitivity", "csv"), ("pruned", "pt"), ("finetuned", "pt"))}
-    assert expected <= names
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["profile"]["name"] == "smoke" and "synthetic" in record["data"]["source"]
+def test_the_study_writes_every_registered_artifact_with_its_record(smoke_run):
+    run_dir, executed, records = smoke_run
+    names = {p.name for p in run_dir.iterdir() if p.is_file()}
+    for spec in REGISTRY:
+        filled = spec.pattern.format(strategy="filter", image=0)
+        assert filled in names, filled
+        assert records[filled]["step"] == spec.step and records[filled]["profile"] == "smoke"
+    assert json.loads((run_dir / "run.json").read_text()) == {"profile": "smoke", "seed": 0}
     for path in executed:
-        assert not any(o.get("output_type") == "error" for c in nbformat.read(path, 4).cells
-                       for o in c.get("outputs", []))
+        nb = nbformat.read(path, 4)
+        assert nb.metadata["papermill"]["end_time"] and not nb.metadata["papermill"]["exception"]
+        assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    assert not list((run_dir / "notebooks").glob(".*partial*"))
+
+
+def test_a_changed_finetuning_setting_recomputes_what_depends_on_it_and_says_what_was_reused(smoke_run, tmp_path):
+    run_dir, _, before = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    executed = _report(copy, ("02_sensitivity", "03_prune_finetune", "06_beyond"), overrides={"finetune_lr": 0.002})
+    after = _records(copy)
+    changed = {name for name in after if after[name]["key"] != before[name]["key"]}
+    depends = {"results.csv", "latency.csv", "frontier.csv", "criteria.csv", "iterative.csv"} | {
+        f"{k}_{s}.{e}" for s in STRATEGIES for k, e in (
+                   ("pruned", "pt"), ("finetuned", "pt"), ("finetune_history", "csv"), ("table2", "json"))}
+    assert changed == depends
+    for name in set(after) - depends:  # the scans, Table 1, the filter-output comparison, the dense model, 04-05
+        assert after[name]["created"] == before[name]["created"], name
+    assert after["results.csv"]["inputs"] != before["results.csv"]["inputs"]
+    logs = _step_logs(executed)
+    assert "sensitivity (filter)    reused" in logs and "table2  computed" in logs
+
+
+def test_force_rewrites_every_artifact(smoke_run, tmp_path):
+    run_dir, _, before = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    _report(copy, force=True)
+    after = _records(copy)
+    assert set(after) == set(before)
+    assert all(after[name]["created"] != before[name]["created"] for name in after)
+    assert all(after[name]["key"] == before[name]["key"] for name in after)  # same inputs, recomputed
+
+
+def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir", str(run_dir),
+               "--notebooks", "01_train"]
+    report = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True, cwd=ROOT)
+    for line in report.stdout:
+        if "dense epoch 2/" in line:  # mid-training: a checkpoint exists, no artifact yet
+            os.killpg(report.pid, signal.SIGKILL)
+            break
+    report.wait()
+    assert not (run_dir / "notebooks" / "01_train.ipynb").exists() and not (run_dir / "dense.pt").exists()
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "dense: computing (missing dense.pt)" in again.stdout and "dense epoch 4/4" in again.stdout
+    assert (run_dir / "dense.pt").exists() and (run_dir / "notebooks" / "01_train.ipynb").exists()
+
+
+def test_a_second_report_into_a_busy_run_directory_is_refused(tmp_path, lock_holder):
+    lock_holder(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir",
+                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "is in use by another process" in result.stderr
+    assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
 
 
 def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_path):
-    run_dir, executed = smoke_run
+    run_dir, executed, _ = smoke_run
     html = render_html(executed, tmp_path / "report.html", "smoke").read_text()
     figures = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                   for p in executed for c in nbformat.read(p, 4).cells for o in c.get("outputs", []))
@@ -83,18 +158,22 @@ def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_pat
     assert not re.search(r'<img[^>]+src="(?!data:)', html)  # ... and none linked to a file
     assert "Traceback" not in html and "jp-RenderedText" in html
     assert "Contents:" in html and 'href="#1.-The-dense-model"' in html
-    assert "study.train_dense" not in html  # code hidden
+    assert "steps.train_dense" not in html  # code hidden
 
 
 def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, tmp_path):
-    run_dir, _ = smoke_run
+    run_dir, _, _ = smoke_run
     fresh = tmp_path / "run"
-    fresh.mkdir()
-    for name in ("run.json", "dense.pt", "dense_metrics.json", "dense_history.csv", "layers.csv"):
-        (fresh / name).write_bytes((run_dir / name).read_bytes())
-    before = {p.name for p in fresh.iterdir()}
-    _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh))
-    assert {p.name for p in fresh.iterdir()} - before == {"sensitivity_filter.csv"}
+    (fresh / "provenance").mkdir(parents=True)
+    for name in ("dense.pt", "dense_metrics.json", "dense_history.csv", "layers.csv"):
+        shutil.copy(run_dir / name, fresh / name)
+        shutil.copy(run_dir / "provenance" / f"{name}.json", fresh / "provenance" / f"{name}.json")
+    shutil.copy(run_dir / "run.json", fresh / "run.json")
+    before = {p.name for p in fresh.rglob("*")}
+    out = _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh))
+    assert {p.name for p in fresh.rglob("*")} - before - {".lock"} == {"sensitivity_filter.csv",
+                                                                       "sensitivity_filter.csv.json"}
+    assert "dense: reused" in json.dumps([c.get("outputs") for c in out.cells])  # the committed model, not retrained
 
 
 def test_bad_parameter_fails_before_any_work(tmp_path):
@@ -104,20 +183,31 @@ def test_bad_parameter_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'fast'"):
         _execute("01_train", tmp_path / "out.ipynb", profile="fast", run_dir=str(tmp_path / "run"))
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown profile setting 'finetune_epoch'"):
+        _execute("01_train", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"),
+                 overrides={"finetune_epoch": 2})
+    assert not (tmp_path / "run").exists()
 
 
-def test_missing_artifact_names_the_notebook_to_run_first(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match="run notebooks/01_train.ipynb first"):
-        _execute("02_sensitivity", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"))
-    with pytest.raises(papermill.PapermillExecutionError, match="run notebooks/02_sensitivity.ipynb first"):
-        _execute("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"))
+def test_threshold_parameter_works_on_a_run_made_with_the_default(smoke_run, tmp_path):
+    run_dir, _, before = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    _execute("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(copy), threshold=0.6)
+    after = _records(copy)
+    assert after["sparsities.csv"]["inputs"]["threshold"] == 0.6
+    assert after["sensitivity_kernel.csv"]["created"] == before["sensitivity_kernel.csv"]["created"]
 
 
-def test_report_runner_refuses_unknown_parameters():
+def test_report_runner_refuses_unknown_parameters_and_reads_settings():
     from pruning_utils.report import check_parameters
 
     with pytest.raises(ValueError, match="no parameter"):
         check_parameters(ROOT / "notebooks" / "02_sensitivity.ipynb", {"stratgy": "filter"})
+    assert parse_settings(["finetune_epochs=2", "threshold=0.6", "precision=fp32"]) == {
+        "finetune_epochs": 2, "threshold": 0.6, "precision": "fp32"}
+    with pytest.raises(ValueError, match="SETTING=VALUE"):
+        parse_settings(["finetune_epochs"])
 
 
 def _nbval(path):

@@ -1,23 +1,22 @@
-"""Run directories: parameter checks, records, artifact errors, model files with masks."""
+"""Run directories: parameter checks, the run's identity, the lock."""
 
 import json
+import time
 
 import pytest
 import torch
 
-from pruning_utils.model import VGG16
-from pruning_utils.pruners import prune_model
-from pruning_utils.runs import load_model, open_run, require, save_model
+from pruning_utils.artifacts import ArtifactError
+from pruning_utils.runs import RunBusyError, open_run, run_lock
 
 
-def test_open_run_records_settings_and_data(tmp_path):
+def test_open_run_records_its_identity_and_loads_the_data(tmp_path):
     run = open_run("smoke", tmp_path / "run", seed=0, figures_dir=tmp_path / "figs")
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert record["profile"]["name"] == "smoke" and record["seed"] == 0
-    assert record["data"]["source"].startswith("synthetic")
-    assert record["precision"] == "fp32" and record["torch"] == torch.__version__
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == {"profile": "smoke", "seed": 0}
+    assert run.data.describe()["source"].startswith("synthetic") and run.precision == "fp32"
     assert (tmp_path / "figs").is_dir()
     assert "train 2,000 / validation 500 / test 500" in run.summary()
+    assert run.store.context["torch"] == torch.__version__ and run.store.context["cpu"]
 
 
 def test_bad_parameters_fail_before_any_file_is_written(tmp_path):
@@ -27,35 +26,42 @@ def test_bad_parameters_fail_before_any_file_is_written(tmp_path):
         open_run("smoke", tmp_path / "b", seed=-1)
     with pytest.raises(ValueError, match="unknown profile setting 'widht'"):
         open_run("smoke", tmp_path / "c", widht=2)
+    with pytest.raises(ValueError, match="width must be"):
+        open_run("smoke", tmp_path / "d", width=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        open_run("smoke", tmp_path / "e", batch_size=0)
+    with pytest.raises(ValueError, match="force"):
+        open_run("smoke", tmp_path / "f", force="yes")
     assert not any(tmp_path.iterdir())
 
 
-def test_a_run_directory_is_not_reused_with_other_settings(tmp_path):
+def test_a_run_directory_keeps_its_profile_and_seed(tmp_path):
     open_run("smoke", tmp_path / "run", seed=0, figures_dir=tmp_path / "f")
-    open_run("smoke", tmp_path / "run", seed=0, figures_dir=tmp_path / "f")  # same settings: fine
-    with pytest.raises(ValueError, match="other settings"):
+    open_run("smoke", tmp_path / "run", seed=0, figures_dir=tmp_path / "f", finetune_epochs=3)  # settings: keyed
+    with pytest.raises(ValueError, match="holds the run"):
         open_run("smoke", tmp_path / "run", seed=1, figures_dir=tmp_path / "f")
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == {"profile": "smoke", "seed": 0}  # unchanged
 
 
-def test_missing_artifact_names_its_notebook(tmp_path):
-    run = open_run("smoke", tmp_path / "run", figures_dir=tmp_path / "f")
-    for name, notebook in (("dense.pt", "01_train"), ("sensitivity_kernel.csv", "02_sensitivity"),
-                           ("finetuned_filter.pt", "03_prune_finetune"), ("frontier.csv", "06_beyond")):
-        with pytest.raises(FileNotFoundError, match=f"run notebooks/{notebook}.ipynb first"):
-            require(run, name)
+def test_a_damaged_run_record_is_named_with_the_way_out(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"profile": "smo')
+    with pytest.raises(ArtifactError, match=r"run\.json cannot be read.*delete it"):
+        open_run("smoke", tmp_path / "run", figures_dir=tmp_path / "f")
 
 
-def test_saved_pruned_model_round_trips_with_its_masks(tmp_path):
-    torch.manual_seed(0)
-    model = VGG16(width=0.125, dropout=0.0)
-    prune_model(model, {"conv2": 0.5, "conv9": 0.7}, "filter")
-    prune_model(model, {"conv4": 0.6}, "fine-grained")
-    save_model(model, tmp_path / "m.pt", stage="pruned")
-    loaded, meta = load_model(tmp_path / "m.pt")
-    assert meta == {"stage": "pruned"}
-    assert torch.equal(loaded.features.conv2.weight, model.features.conv2.weight)  # effective weight refreshed
-    assert torch.equal(loaded.features.conv4.weight_mask, model.features.conv4.weight_mask)
-    assert hasattr(loaded.features.bn2, "bias_mask")  # BatchNorm masks of removed filters kept
-    x = torch.rand(3, 3, 32, 32)
-    model.eval()
-    assert torch.equal(loaded(x), model(x))
+def test_the_lock_refuses_a_second_process_and_is_reentrant(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
+    with pytest.raises(RunBusyError, match=rf"{tmp_path} is in use by another process \(pid {holder.pid}"):
+        with run_lock(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    deadline = time.time() + 10
+    while True:  # released with the process
+        try:
+            with run_lock(tmp_path), run_lock(tmp_path):  # re-entrant within one process
+                break
+        except RunBusyError:
+            assert time.time() < deadline
+            time.sleep(0.1)

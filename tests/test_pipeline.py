@@ -1,0 +1,179 @@
+"""The one artifact rule: every result keyed by its inputs, reused only on a matching key, recomputed
+when anything it depends on changed, and faults (kills, damaged or foreign files) that end cleanly."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from pruning_utils import experiments, steps
+from pruning_utils.artifacts import REGISTRY, ArtifactError, spec_for
+from pruning_utils.runs import open_run
+from pruning_utils.training import CheckpointError
+
+TINY = {"synthetic_sizes": (400, 100, 100), "epochs": 2, "finetune_epochs": 1, "recalibration_batches": 2}
+
+
+def _open(run_dir, **overrides):
+    return open_run("smoke", run_dir, figures_dir=run_dir / "figures", progress=False, **{**TINY, **overrides})
+
+
+def _status(run):
+    """{step label: computed | reused} of this session (the last event of each step)."""
+    return {e["step"]: e["status"] for e in run.events}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """Table 2 computed once at a tiny setting; tests work on copies of its directory."""
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    run = _open(run_dir)
+    steps.table2(run)
+    assert set(_status(run).values()) == {"computed"}
+    return run_dir
+
+
+@pytest.fixture
+def run_dir(base_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(base_run, copy)
+    return copy
+
+
+def _bytes(run_dir):
+    return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_an_unchanged_rerun_reuses_everything_and_changes_no_file(run_dir):
+    before = _bytes(run_dir)
+    run = _open(run_dir)
+    steps.table2(run)
+    assert set(_status(run).values()) == {"reused"}
+    assert _bytes(run_dir) == before
+
+
+def test_a_changed_finetuning_recipe_recomputes_table2_and_reuses_the_scans(run_dir):
+    run = _open(run_dir, finetune_epochs=2)
+    results = steps.table2(run)
+    status = _status(run)
+    assert status["dense"] == "reused" and status["table1"] == "reused"
+    assert all(status[f"sensitivity ({s})"] == "reused" for s in steps.STRATEGIES)
+    assert all(status[f"prune_finetune ({s})"] == "computed" for s in steps.STRATEGIES)
+    assert status["table2"] == "computed" and (results["finetune_epochs"] == 2).all()
+    why = {e["step"]: e["why"] for e in run.events}
+    assert "recovery.recipe.epochs" in why["prune_finetune (filter)"]
+
+
+def test_a_changed_dense_model_recomputes_everything_downstream(run_dir):
+    run = _open(run_dir, epochs=1)
+    steps.table2(run)
+    assert set(_status(run).values()) == {"computed"}
+    assert "train.epochs" in run.events[0]["why"]
+
+
+def test_a_threshold_works_on_an_existing_run_and_keys_table1(run_dir):
+    run = _open(run_dir, threshold=0.6)
+    table = steps.chosen_sparsities(run)
+    status = _status(run)
+    assert status["table1"] == "computed" and status["dense"] == "reused"
+    assert "threshold" in {e["step"]: e["why"] for e in run.events}["table1"]
+    record = json.loads((run_dir / "provenance" / "sparsities.csv.json").read_text())
+    assert record["inputs"]["threshold"] == 0.6 and len(table) == 12
+    again = _open(run_dir, threshold=0.6)
+    steps.chosen_sparsities(again)
+    assert _status(again)["table1"] == "reused"
+    back = _open(run_dir)
+    steps.chosen_sparsities(back)
+    assert _status(back)["table1"] == "computed"  # the default threshold is another key
+
+
+def test_force_recomputes_the_steps_called_but_not_their_upstream(run_dir):
+    run = _open(run_dir, force=True)
+    steps.table2(run)
+    status = _status(run)
+    assert status["dense"] == "reused" and status["table1"] == "reused"
+    assert all(status[f"prune_finetune ({s})"] == "computed" for s in steps.STRATEGIES)
+    assert status["table2"] == "computed"
+
+
+def test_each_artifact_carries_its_provenance(run_dir):
+    record = json.loads((run_dir / "provenance" / "results.csv.json").read_text())
+    assert record["step"] == "table2" and set(record["inputs"]["rows"]) == set(steps.STRATEGIES)
+    assert {"code_version", "data", "profile", "seed", "precision", "cpu", "torch", "key", "sha256"} <= set(record)
+    dense = json.loads((run_dir / "provenance" / "dense.pt.json").read_text())
+    assert dense["inputs"]["train"]["epochs"] == 2 and dense["inputs"]["data"]["source_key"]
+    for path in run_dir.iterdir():
+        if path.is_file() and path.name not in ("run.json", ".lock"):
+            assert spec_for(path.name).step == json.loads(
+                (run_dir / "provenance" / f"{path.name}.json").read_text())["step"], path.name
+
+
+def test_a_damaged_artifact_is_named_with_the_way_out(run_dir):
+    path = run_dir / "results.csv"
+    path.write_text(path.read_text().replace("filter", "fi1ter"))
+    with pytest.raises(ArtifactError, match=r"results\.csv is damaged.*force=True"):
+        steps.table2(_open(run_dir))
+    steps.table2(_open(run_dir, force=True))  # the way out works
+    assert "filter" in path.read_text()
+    (run_dir / "provenance" / "dense.pt.json").write_text("{")
+    with pytest.raises(ArtifactError, match=r"dense\.pt\.json .*cannot be read"):
+        steps.train_dense(_open(run_dir))
+
+
+def test_a_step_killed_halfway_leaves_nothing_that_counts_as_done(run_dir, monkeypatch):
+    real = steps.recover
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # after the models are written, before the row
+
+    monkeypatch.setattr(steps, "recover", killed)
+    with pytest.raises(KeyboardInterrupt):
+        steps.prune_finetune(_open(run_dir, finetune_epochs=2), "kernel")
+    assert not (run_dir / "provenance" / "pruned_kernel.pt.json").exists()
+    monkeypatch.undo()
+    run = _open(run_dir, finetune_epochs=2)
+    steps.prune_finetune(run, "kernel")
+    assert run.events[-1]["status"] == "computed" and run.events[-1]["why"].startswith("missing")
+
+
+def test_a_checkpoint_of_another_seed_is_refused_naming_it(tmp_path, monkeypatch):
+    """Interrupt two trainings (seeds 1 and 0) after one epoch, then put seed 1's checkpoint where
+    seed 0 resumes from: the resume is refused, naming the file and the seed."""
+    real_train = steps.train
+
+    def one_epoch(*args, on_epoch_end=None, **kwargs):
+        def stop(epoch, record):
+            raise KeyboardInterrupt
+        return real_train(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(steps, "train", one_epoch)
+    for seed in (1, 0):
+        with pytest.raises(KeyboardInterrupt):
+            steps.train_dense(open_run("smoke", tmp_path / f"s{seed}", seed=seed, figures_dir=tmp_path / "f",
+                                       progress=False, **TINY))
+    monkeypatch.undo()
+    (theirs,), (ours,) = ((tmp_path / f"s{s}" / "checkpoints").glob("dense-*.ckpt") for s in (1, 0))
+    shutil.copy(theirs, ours)
+    with pytest.raises(CheckpointError, match=rf"{ours}.*seed: checkpoint 1, this run 0"):
+        steps.train_dense(open_run("smoke", tmp_path / "s0", seed=0, figures_dir=tmp_path / "f", progress=False,
+                                   **TINY))
+
+
+def test_the_registry_names_every_artifact_once():
+    patterns = [spec.pattern for spec in REGISTRY]
+    assert len(patterns) == len(set(patterns))
+    assert spec_for("sensitivity_kernel.csv").notebook == "02_sensitivity"
+    assert spec_for("activation_stats_3.csv").step == "activation_stats"
+    with pytest.raises(KeyError, match="not a registered artifact"):
+        spec_for("notes.txt")
+
+
+def test_compaction_check_uses_every_class(run_dir):
+    run = _open(run_dir)
+    labels = run.data.test_y
+    sample = experiments.stratified_sample(labels, per_class=3, seed=0)
+    assert torch.equal(torch.bincount(labels[sample], minlength=10), torch.full((10,), 3))
+    assert pd.Series(sample.tolist()).is_monotonic_increasing
