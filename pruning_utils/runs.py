@@ -260,7 +260,8 @@ def open_run(
     """Check the parameters, make the run directory, load the data.
 
     ``profile`` None/"" -> ``$PRUNING_PROFILE`` or the hardware default; ``run_dir`` None/"" ->
-    ``$PRUNING_RUN_DIR`` or ``data/runs/<profile>``; ``figures_dir`` -> ``figures/<run name>``;
+    ``$PRUNING_RUN_DIR`` or ``data/runs/<profile>``; ``figures_dir`` -> ``figures/<run name>`` for a run
+    in ``data/runs/``, else ``<run_dir>/figures``;
     ``data_source`` None/"" -> ``$PRUNING_DATA_SOURCE`` or the default lookup (the smoke profile
     always uses generated images). ``overrides`` change single profile settings (they enter the
     keys of the steps that read them). ``force`` recomputes the steps called directly.
@@ -272,7 +273,9 @@ def open_run(
     if not isinstance(force, bool):
         raise ValueError(f"force must be True or False, got {force!r}")
     run_dir = resolve_path(run_dir or os.environ.get(RUN_DIR_ENV_VAR) or f"data/runs/{name}")
-    figures = resolve_path(figures_dir or Path("figures") / run_dir.name)
+    inside = run_dir.resolve().parent == resolve_path("data/runs").resolve()
+    figures = resolve_path(figures_dir) if figures_dir else (
+        resolve_path("figures") / run_dir.name if inside else run_dir / "figures")
     _check_identity(run_dir, {"profile": name, "seed": seed})
     device = pick_device()
     source = "synthetic" if settings.data == "synthetic" else _resolve_source_path(data_source)
