@@ -22,7 +22,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[deploy]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)
 
@@ -51,6 +51,7 @@ nbval-refs: env
 benchmarks: env
 	$(PY) benchmarks/sensitivity_scan.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/deployment.py
 
 clean:
 	rm -rf data/cache data/runs/smoke data/runs/nbval .pytest_cache

@@ -92,7 +92,7 @@ class Profile:
     threshold: float = 0.5  # the original's rule: largest sparsity before val accuracy < threshold
     recalibration_batches: int = 50  # training batches used to re-estimate BatchNorm statistics
     # beyond the report (notebook 06)
-    budgets: tuple[float, ...] = (0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05)  # fractions of conv params kept
+    budgets: tuple[float, ...] = (0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05)  # fractions of conv weights kept
     short_finetune_epochs: int = 1  # fine-tuning epochs per frontier / criteria point
     random_seeds: int = 3  # seeds of the random-selection control
     iterative_rounds: tuple[int, ...] = (1, 3)  # rounds of prune + fine-tune to the same budget

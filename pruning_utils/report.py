@@ -59,7 +59,7 @@ class _CellOutputOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not (text.startswith(("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
-                                     "Output Notebook", "Executing:", "Black is not installed"))
+                                     "Output Notebook", "Executing:", "Black is not installed", "Working directory"))
                     or not text.strip())
 
 

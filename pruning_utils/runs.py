@@ -289,10 +289,17 @@ def open_run(
                force=force, progress=progress)
 
 
+SHARED_ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"  # the local JPEG copy beside a checkout, as make uses
+
+
 def _resolve_source_path(source: str | None) -> str | None:
-    """The data source (argument, else ``$PRUNING_DATA_SOURCE``) with a relative path taken
-    relative to the project root, so notebooks find it whatever their working directory."""
+    """The data source: the argument, else ``$PRUNING_DATA_SOURCE``, else the local archive
+    :data:`SHARED_ARCHIVE` when it exists (as ``make`` does), else None (``data/cifar-10-batches-py``
+    or an error that says how to provide the data). A relative path is taken relative to the
+    project root, so notebooks find it whatever their working directory."""
     source = source or os.environ.get(SOURCE_ENV_VAR) or None
+    if source is None and resolve_path(SHARED_ARCHIVE).is_file():
+        source = SHARED_ARCHIVE
     if source is None or source in ("torchvision", "synthetic") or Path(source).is_absolute():
         return source
     return str(resolve_path(source))

@@ -144,6 +144,10 @@ def choose_sparsities(scan: pd.DataFrame, threshold: float) -> dict[str, float]:
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    missing = set(COLUMNS) - set(scan.columns)
+    if missing or scan.empty or scan[["sparsity", "accuracy"]].isna().any().any():
+        raise ValueError(f"a scan needs rows with {', '.join(COLUMNS)} and no missing values; got {len(scan)} rows "
+                         f"with columns {list(scan.columns)}")
     chosen = {}
     for layer, group in scan.groupby("layer", sort=False):
         best = 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .original import DENSE_TEST_ACCURACY, TABLE1, TABLE2
+from . import prose
 from .artifacts import Store
 from .criteria import STRATEGIES
 from .runs import project_root, resolve_path
@@ -119,19 +120,17 @@ def differences_markdown(run_dir: Path) -> str:
 
 def beyond_markdown(run_dir: Path) -> str:
     """Notebook 06's findings, from its cached CSVs (what exists of them)."""
-    from . import prose as study
-
     parts = []
     if (run_dir / "latency.csv").exists():
-        parts.append("**Real speed.** " + study.latency_prose(pd.read_csv(run_dir / "latency.csv")))
+        parts.append("**Real speed.** " + prose.latency_prose(pd.read_csv(run_dir / "latency.csv")))
     if (run_dir / "frontier.csv").exists():
         parts.append("**How far (equal conv budgets, short fine-tune).**\n\n"
-                     + study.frontier_prose(pd.read_csv(run_dir / "frontier.csv")))
+                     + prose.frontier_prose(pd.read_csv(run_dir / "frontier.csv")))
     if (run_dir / "criteria.csv").exists():
         parts.append("**Which weights: L2 vs L1 vs random at Table 1's sparsities** (test accuracy).\n\n"
-                     + study.criteria_prose(pd.read_csv(run_dir / "criteria.csv")))
+                     + prose.criteria_prose(pd.read_csv(run_dir / "criteria.csv")))
     if (run_dir / "iterative.csv").exists():
-        parts.append("**One shot vs iterative.** " + study.iterative_prose(pd.read_csv(run_dir / "iterative.csv")))
+        parts.append("**One shot vs iterative.** " + prose.iterative_prose(pd.read_csv(run_dir / "iterative.csv")))
     return "\n\n".join(parts) or "(notebook 06 has not run)"
 
 
@@ -166,7 +165,38 @@ def benchmarks_markdown(records_dir: Path) -> str:
                 f"epochs; peak process memory during the benchmark {full['peak_process_memory_mb']:.0f} MB. "
                 "(Estimates from measured throughput, not a completed paper run.)"
             )
+    lines += deployment_lines(records_dir / "deployment.json")
     return "\n".join(lines) or "(no benchmark records yet: run `make benchmarks`)"
+
+
+def deployment_lines(path: Path) -> list[str]:
+    """The deployment benchmark's record: compacted against dense per runtime, at the largest batch."""
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    ok = [x for x in r["results"] if x["failure"] is None]
+    batch = max(x["batch"] for x in ok)
+    lines = []
+    for width in sorted({x["width"] for x in ok}):
+        parts = []
+        for runtime in dict.fromkeys(x["runtime"] for x in ok):
+            ms = {x["model"]: x["median_ms"] for x in ok
+                  if x["width"] == width and x["batch"] == batch and x["runtime"] == runtime}
+            if "dense" in ms and "filter-compacted" in ms:
+                parts.append(f"{runtime} {ms['dense']:.1f} -> {ms['filter-compacted']:.1f} ms "
+                             f"({ms['dense'] / ms['filter-compacted']:.2f}x)")
+        macs = r["models"][str(width)]
+        ratio = macs["dense"]["multiply_adds"] / macs["filter-compacted"]["multiply_adds"]
+        lines.append(f"- Deployment, width {width}, batch {batch} ({r['cpu']}, {r['threads']} threads, "
+                     f"{r['when']}): dense -> compacted filter-pruned model (the original's Table 1 filter "
+                     f"sparsities, {ratio:.2f}x fewer multiply-adds), median per batch: " + "; ".join(parts) + ".")
+    summary = r["summary"]
+    lines.append(f"- Best runtime for compaction at width {summary['width']}, batch {summary['batch']}: "
+                 f"{summary['best_runtime']}, **compacted speedup / MAC ratio {summary['speedup_over_mac_ratio']:.2f}**; "
+                 "masked models (zeros kept in dense tensors): " + (
+                     "; ".join(f"{m}: {', '.join(g)}" for m, g in summary["masked_gains"].items() if g)
+                     or "no gain beyond the spread in any runtime") + " (`python benchmarks/deployment.py`).")
+    return lines
 
 
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:

@@ -65,3 +65,10 @@ def test_choose_sparsities_is_the_largest_before_the_first_dip():
     assert choose_sparsities(scan, 0.5) == {"conv0": 0.1, "conv1": 0.0, "conv2": 0.2}
     with pytest.raises(ValueError, match="threshold"):
         choose_sparsities(scan, 50)
+
+
+def test_choose_sparsities_refuses_an_empty_or_incomplete_scan():
+    with pytest.raises(ValueError, match="a scan needs rows"):
+        choose_sparsities(pd.DataFrame(columns=["strategy", "layer", "sparsity", "accuracy"]), 0.5)
+    with pytest.raises(ValueError, match="a scan needs rows"):
+        choose_sparsities(pd.DataFrame({"layer": ["conv0"], "sparsity": [0.0]}), 0.5)
