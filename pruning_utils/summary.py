@@ -141,7 +141,7 @@ def benchmarks_markdown(records_dir: Path) -> str:
         r = json.loads(scan.read_text())
         lines.append(
             f"- Sensitivity scan ({r['strategy']}, {r['points']} points, {r['images']:,} validation images, width "
-            f"{r['width']}, {r['weights']}, {r['threads']} threads, {r['when']}): naive (copy, prune, whole network, "
+            f"{r['width']}, {r['weights']}, {r.get('cpu', 'CPU not recorded')}, {r['threads']} threads, {r['when']}): naive (copy, prune, whole network, "
             f"fp32 NCHW, batch {r.get('naive_batch', '?')}) {r['naive_seconds']:.0f} s, ours (fp32 channels_last, batch "
             f"{r.get('ours_batch', '?')}) {r['ours_seconds']:.0f} s, **speedup {r['speedup']:.2f}x, identical: {r['identical']}** "
             f"(`python benchmarks/sensitivity_scan.py`)."
