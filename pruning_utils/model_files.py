@@ -9,18 +9,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .artifacts import ArtifactError
+from .artifacts import ArtifactError, write_atomic
 from .masks import masked_parameters
 from .model import VGG16
 
 
 def save_atomic(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` atomically (:func:`pruning_utils.artifacts.write_atomic`)."""
+    write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def save_model(model: VGG16, path: str | os.PathLike, **meta) -> Path:

@@ -157,6 +157,14 @@ def render_html(executed: list[Path], output: Path, title: str, label: str = "")
     return output
 
 
+def _portable(source: str) -> str:
+    """A data-source path as the notebooks receive it: relative to the project root (which they
+    resolve it against), so executed notebooks hold no machine paths; other values unchanged."""
+    if not source or source in ("torchvision", "synthetic") or not Path(source).is_absolute():
+        return source
+    return os.path.relpath(source, project_root())
+
+
 def parse_settings(items: list[str]) -> dict:
     """``["finetune_epochs=2", "threshold=0.6"]`` -> ``{"finetune_epochs": 2, "threshold": 0.6}`` (values
     read as JSON where they parse, else kept as strings)."""
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         run_dir_param = str(run_dir)
     parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
-                  "data_source": args.data_source or os.environ.get(SOURCE_ENV_VAR, ""), "force": args.force,
+                  "data_source": _portable(args.data_source or os.environ.get(SOURCE_ENV_VAR, "")), "force": args.force,
                   "overrides": overrides}
     print(f"study: profile {profile}, run directory {run_dir}", flush=True)
     try:

@@ -23,9 +23,8 @@ from torch import nn
 
 from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
-from .distributions import conv_activations, distribution_stats
+from .distributions import distribution_stats
 from .evaluation import copy_model, evaluate, train_mode_accuracy
-from .masks import conv_weights
 from .model import CONV_NAMES, VGG16, count_multiply_adds
 from .model_files import load_model, save_model
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -252,24 +251,27 @@ def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
     return models, keys
 
 
-def weight_stats(run: Run, models: dict[str, nn.Module], keys: dict[str, str],
+def weight_stats(run: Run, weights: dict[str, dict[str, torch.Tensor]], keys: dict[str, str],
                  force: bool | None = None) -> pd.DataFrame:
-    """Per model: non-zero conv weights, their mean |w| and spread (``weight_stats.csv``)."""
+    """Per model: non-zero conv weights, their mean |w| and spread (``weight_stats.csv``), from
+    ``weights`` (model -> :func:`pruning_utils.masks.conv_weights`) of the models named by ``keys``."""
     def compute(key: str) -> None:
-        run.save_csv("weight_stats.csv", distribution_stats({n: conv_weights(m) for n, m in models.items()}))
+        run.save_csv("weight_stats.csv", distribution_stats(weights))
 
     run.step("weight_stats", ["weight_stats.csv"], {"models": keys}, compute, force)
     return run.load_csv("weight_stats.csv")
 
 
-def activation_stats(run: Run, models: dict[str, nn.Module], keys: dict[str, str], image_index: int,
-                     force: bool | None = None) -> pd.DataFrame:
-    """Per model: non-zero post-ReLU activations for test image ``image_index`` (``activation_stats_<i>.csv``)."""
-    image, _ = test_image(run, image_index)
+def activation_stats(run: Run, activations: dict[str, dict[str, torch.Tensor]], keys: dict[str, str],
+                     image_index: int, force: bool | None = None) -> pd.DataFrame:
+    """Per model: non-zero post-ReLU activations for test image ``image_index``
+    (``activation_stats_<i>.csv``), from ``activations``
+    (model -> :func:`pruning_utils.distributions.conv_activations`)."""
+    test_image(run, image_index)  # checks the index
     name = f"activation_stats_{image_index}.csv"
 
     def compute(key: str) -> None:
-        run.save_csv(name, distribution_stats({n: conv_activations(m, image) for n, m in models.items()}))
+        run.save_csv(name, distribution_stats(activations))
 
     inputs = {"models": keys, "data": run.data_inputs(), "image_index": image_index}
     run.step("activation_stats", [name], inputs, compute, force, f"image {image_index}")

@@ -31,7 +31,7 @@ def source_key(kind: SourceKind, location: Path, download: bool) -> str:
     still-missing files raise DataSourceError.
     """
     if kind == "archive":
-        return _sha256_file(location)
+        return sha256_file(location)
     if kind == "folder":
         return _hash_named_files(folder_files(location))
     if kind == "batches":
@@ -39,7 +39,8 @@ def source_key(kind: SourceKind, location: Path, download: bool) -> str:
     raise ValueError(f"kind must be 'archive', 'folder' or 'batches', got {kind!r}")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
