@@ -61,12 +61,18 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+CODE_PATHS = ("pruning_utils", "notebooks", "benchmarks", "pyproject.toml", "Makefile")  # what "code" means
+
+
 def code_version() -> str:
-    """``git describe`` of the project (with ``-dirty`` for uncommitted changes), or ``unknown``."""
+    """The commit (``git rev-parse --short HEAD``), with ``-dirty`` when the code (:data:`CODE_PATHS`)
+    differs from it; changed results and docs do not count. ``unknown`` outside git."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=project_root(), capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=project_root(),
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        return (head + ("-dirty" if changed else "")) if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
