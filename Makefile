@@ -3,7 +3,8 @@
 #   make test     # environment (if missing), unit tests, notebook regression (nbval, smoke profile)
 # Variables: PROFILE (paper | cpu | smoke; default cpu without a GPU, paper with one),
 #            DATA (a CIFAR-10 source; default ../shared/datasets/cifar10-jpeg.tar.gz when present),
-#            FORCE=1 to recompute every step, SET="finetune_epochs=2 ..." to change profile settings.
+#            FORCE=1 to recompute every step, SET="finetune_epochs=2 ..." to change profile settings,
+#            SEEDS="0 1 2" for the multi-seed study (notebook 07; remembered in the run's study.json).
 
 PYTHON ?= python3
 VENV := .venv
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: env
-	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(foreach s,$(SET),--set $(s))
+	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(if $(SEEDS),--seeds "$(SEEDS)") $(foreach s,$(SET),--set $(s))
 
 test: unit nbval
 
@@ -38,7 +39,8 @@ unit: env
 nbval: env
 	rm -rf $(NBVAL_RUN_DIR)
 	cd tests/nbval && ../../$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with sanitize.cfg \
-		01_train.ipynb 02_sensitivity.ipynb 03_prune_finetune.ipynb 04_weight_dists.ipynb 05_activations.ipynb 06_beyond.ipynb
+		01_train.ipynb 02_sensitivity.ipynb 03_prune_finetune.ipynb 04_weight_dists.ipynb 05_activations.ipynb 06_beyond.ipynb \
+		07_across_seeds.ipynb
 
 # Regenerate the nbval references after an intended change of a notebook or of smoke results.
 nbval-refs: env
@@ -47,6 +49,8 @@ nbval-refs: env
 		$(PY) -m papermill -k python3 --cwd notebooks notebooks/$$nb.ipynb tests/nbval/$$nb.ipynb \
 			-p profile smoke -p run_dir $(NBVAL_RUN_DIR) --no-progress-bar || exit 1; \
 	done
+	$(PY) -m papermill -k python3 --cwd notebooks notebooks/07_across_seeds.ipynb tests/nbval/07_across_seeds.ipynb \
+		-p profile smoke -p run_dir $(NBVAL_RUN_DIR) -y "seeds: [0, 1]" --no-progress-bar
 
 benchmarks: env
 	$(PY) benchmarks/sensitivity_scan.py

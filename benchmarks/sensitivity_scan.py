@@ -21,7 +21,6 @@ import json
 import platform
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 

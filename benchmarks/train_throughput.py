@@ -8,8 +8,16 @@ channels_last, bf16 autocast where the CPU supports it, same batch size and opti
 
 Both run the same model for the same number of timed steps after warm-up steps, on the
 CIFAR-10 training images (the JPEG copy when that is the source found). Models: the full-width
-VGG (8.39M parameters) and the cpu profile's width-0.25 model. Prints one line per model
-``speedup <model>: <ratio>x`` and writes a JSON record to ``data/benchmarks/``.
+VGG (8.39M parameters) and the cpu profile's width-0.25 model.
+
+Between the two, one line per configuration changes one thing at a time (ablation): the tensor
+data pipeline (fp32, NCHW), then channels_last, then bf16 autocast (= ours), each with its
+images/s, the ratio to the line before and to the original. The run also measures this
+machine's matmul peak (fp32 and bf16, 2048x2048 products, best of repeated timings) and prints
+``efficiency <model>: <p>% of bf16 peak``: multiply-adds per second achieved by our training step
+(3x the forward pass's multiply-adds per image, a standard count for forward + backward) over
+that peak. Ends with ``speedup <model>: <ratio>x`` per model and writes a JSON record to
+``data/benchmarks/``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from torchvision import transforms
 
 from pruning_utils.config import get_profile
 from pruning_utils.data import augment_batch, load_splits
-from pruning_utils.model import VGG16
+from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.runs import code_version, resolve_path
 from pruning_utils.latency import cpu_model
 from pruning_utils.evaluation import autocast, prepare_batch, resolve_precision
@@ -69,10 +77,12 @@ def time_original(model, x, y, batch_size, steps, warmup) -> float:
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def time_ours(model, x, y, batch_size, steps, warmup) -> tuple[float, str]:
+def time_tensor_pipeline(model, x, y, batch_size, steps, warmup, precision: str, channels_last: bool) -> float:
+    """Our training step (:mod:`pruning_utils.training`): uint8 batches sliced from a seeded
+    permutation and augmented in torch, at ``precision`` and in the given memory layout."""
     device = torch.device("cpu")
-    precision = resolve_precision("auto", device)
-    model = model.to(memory_format=torch.channels_last).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(x), generator=generator)
@@ -81,13 +91,29 @@ def time_ours(model, x, y, batch_size, steps, warmup) -> tuple[float, str]:
         if step == warmup:
             started = time.perf_counter()
         idx = order[step * batch_size : (step + 1) * batch_size]
-        inputs = prepare_batch(augment_batch(x[idx], generator), device)
+        inputs = prepare_batch(augment_batch(x[idx], generator), device, channels_last=channels_last)
         with autocast(device, precision):
             loss = F.cross_entropy(model(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return steps * batch_size / (time.perf_counter() - started), precision
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, seconds: float = 0.5) -> float:
+    """Multiply-adds per second of an n x n x n matrix product in ``dtype``: the best of ``repeats``
+    timings of about ``seconds`` each (this machine's practical peak for dense math)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            a @ b
+            count += 1
+        best = max(best, count * n**3 / elapsed)
+    return best
 
 
 def main() -> None:
@@ -100,24 +126,43 @@ def main() -> None:
 
     data = load_splits(args.data_source, cache_dir=resolve_path("data/cache"), val_size=0)
     cpu = get_profile("cpu")
-    models = {"full-width": (1.0, args.steps or 4), f"cpu-profile (width {cpu.width})": (cpu.width, args.steps or 20)}
+    models = {"full-width": (1.0, args.steps or 4), f"width-{cpu.width}": (cpu.width, args.steps or 20)}
     needed = max(steps for _, steps in models.values()) + args.warmup
     x, y = data.train_x[: needed * args.batch_size], data.train_y[: needed * args.batch_size]
     print(f"data: {data.source}; batch {args.batch_size}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GMAC/s, bf16 {peaks['bf16'] / 1e9:.0f} GMAC/s", flush=True)
+    ours_precision = resolve_precision("auto", torch.device("cpu"))
+    configurations = [("tensor pipeline, fp32, NCHW", "fp32", False), ("+ channels_last", "fp32", True),
+                      (f"+ {ours_precision} autocast (ours)", ours_precision, True)]
     results = {}
     for name, (width, steps) in models.items():
+        macs = count_multiply_adds(VGG16(width=width))
         torch.manual_seed(0)
         original = time_original(VGG16(width=width), x, y, args.batch_size, steps, args.warmup)
-        torch.manual_seed(0)
-        ours, precision = time_ours(VGG16(width=width), x, y, args.batch_size, steps, args.warmup)
-        results[name] = {"width": width, "steps": steps, "original_img_per_s": original, "ours_img_per_s": ours,
-                         "ours_precision": precision, "speedup": ours / original,
+        print(f"{name}: original style (PIL DataLoader, fp32, NCHW): {original:.0f} img/s", flush=True)
+        lines, previous = [], original
+        for label, precision, channels_last in configurations:
+            torch.manual_seed(0)
+            rate = time_tensor_pipeline(VGG16(width=width), x, y, args.batch_size, steps, args.warmup, precision,
+                                        channels_last)
+            lines.append({"configuration": label, "img_per_s": rate, "step_ratio": rate / previous,
+                          "cumulative_ratio": rate / original})
+            print(f"  {label}: {rate:.0f} img/s, x{rate / previous:.2f} (step), x{rate / original:.2f} (cumulative)",
+                  flush=True)
+            previous = rate
+        ours = lines[-1]["img_per_s"]
+        efficiency = ours * 3 * macs / peaks["bf16"]
+        results[name] = {"width": width, "steps": steps, "forward_multiply_adds": macs,
+                         "original_img_per_s": original, "ablation": lines, "ours_img_per_s": ours,
+                         "ours_precision": ours_precision, "speedup": ours / original,
+                         "efficiency_of_bf16_peak": efficiency,
                          "epoch_seconds_ours_45k": 45000 / ours,
                          "peak_process_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        print(f"{name}: original {original:.0f} img/s, ours {ours:.0f} img/s ({precision}, channels_last)", flush=True)
     record = {"benchmark": "train_throughput", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "data": data.source, "batch_size": args.batch_size, "results": results, "torch": torch.__version__,
+              "data": data.source, "batch_size": args.batch_size, "results": results,
+              "matmul_peak_mac_per_s": peaks, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "cpu": cpu_model(),
               "machine": platform.machine(),
               "code_version": code_version()}
@@ -125,6 +170,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {out}")
+    for name, r in results.items():
+        print(f"efficiency {name}: {100 * r['efficiency_of_bf16_peak']:.0f}% of bf16 peak")
     for name, r in results.items():
         print(f"speedup {name}: {r['speedup']:.2f}x")
 

@@ -46,6 +46,9 @@ STEP_VERSIONS: dict[str, int] = {
     "frontier": 2,
     "criteria": 2,
     "iterative": 2,
+    "recovery_curve": 1,
+    "original_budgets": 1,
+    "narrow_dense": 1,
 }
 
 
@@ -77,6 +80,9 @@ REGISTRY: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("frontier.csv", "frontier", "06_beyond"),
     ArtifactSpec("criteria.csv", "criteria", "06_beyond"),
     ArtifactSpec("iterative.csv", "iterative", "06_beyond"),
+    ArtifactSpec("recovery_curve_{strategy}.csv", "recovery_curve", "07_across_seeds"),
+    ArtifactSpec("original_budgets.csv", "original_budgets", "07_across_seeds"),
+    ArtifactSpec("narrow_dense.csv", "narrow_dense", "07_across_seeds"),
 )
 
 

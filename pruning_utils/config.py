@@ -96,7 +96,11 @@ class Profile:
     short_finetune_epochs: int = 1  # fine-tuning epochs per frontier / criteria point
     random_seeds: int = 3  # seeds of the random-selection control
     iterative_rounds: tuple[int, ...] = (1, 3)  # rounds of prune + fine-tune to the same budget
+    iterative_finetune_epochs: int | None = None  # total fine-tuning epochs per iterative schedule (None: Table 2's)
     latency_repeats: int = 20  # timed repetitions per latency measurement (median reported)
+    # across seeds (notebook 07)
+    curve_epochs: int = 20  # length of the recovery curves (fine-tuning at a constant rate, per-epoch accuracy)
+    curve_lr: float = 1e-4  # the curves' constant learning rate (the original fine-tuned at Adam 1e-4)
     extra: dict = field(default_factory=dict)  # free-form notes carried into run records
 
     def __post_init__(self) -> None:
@@ -107,7 +111,8 @@ class Profile:
         _check_number("threshold", self.threshold, 0.0, 1.0, low_open=True, high_open=True)
         _check_number("width", self.width, 0.0, None, low_open=True)
         _check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        for name in ("batch_size", "eval_batch_size", "latency_repeats", "random_seeds"):
+        _check_number("curve_lr", self.curve_lr, 0.0, None, low_open=True)
+        for name in ("batch_size", "eval_batch_size", "latency_repeats", "random_seeds", "curve_epochs"):
             _check_int(name, getattr(self, name), 1)
         for name in ("recalibration_batches", "short_finetune_epochs"):
             _check_int(name, getattr(self, name), 0)
@@ -123,6 +128,8 @@ class Profile:
             _check_number("scan_sparsities", s, 0.0, 1.0, high_open=True)
         for b in self.budgets:
             _check_number("budgets", b, 0.0, 1.0, low_open=True)
+        if self.iterative_finetune_epochs is not None:
+            _check_int("iterative_finetune_epochs", self.iterative_finetune_epochs, 1)
         for k in self.iterative_rounds:
             _check_int("iterative_rounds", k, 1)
 
@@ -144,6 +151,7 @@ PROFILES: dict[str, Profile] = {
         train=Recipe(epochs=100, optimizer="adam", lr=1e-4),
         finetune=Recipe(epochs=20, optimizer="adam", lr=1e-4),
         short_finetune_epochs=2,
+        curve_epochs=30,
     ),
     "cpu": Profile(
         name="cpu",
@@ -163,6 +171,8 @@ PROFILES: dict[str, Profile] = {
                         label_smoothing=0.1),
         budgets=(0.6, 0.4, 0.2, 0.1, 0.05),
         iterative_rounds=(1, 2, 4),
+        iterative_finetune_epochs=4,  # one shot vs 2 and 4 rounds at equal total fine-tuning, kept short
+        curve_lr=0.005,
     ),
     "smoke": Profile(
         name="smoke",
@@ -182,6 +192,8 @@ PROFILES: dict[str, Profile] = {
         random_seeds=2,
         iterative_rounds=(1, 2),
         latency_repeats=3,
+        curve_epochs=4,
+        curve_lr=1e-3,
     ),
 }
 

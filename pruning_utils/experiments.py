@@ -75,7 +75,7 @@ def run_points(points: list[Point], cache: PointCache | None, progress: bool, de
             done = [{**fixed, **row} for row in work()]
             if cache is not None:
                 cache.put(key, done)
-        rows.extend(done)
+        rows.extend({**row, **fixed} for row in done)  # points may share a key (and so their result)
     return rows
 
 
@@ -157,7 +157,7 @@ def iterative_points(dense: nn.Module, data, base: dict, sparsities: Mapping[str
     return points
 
 
-def _experiment(run: Run, name: str, points: list[Point], columns: list[str], force: bool | None) -> pd.DataFrame:
+def experiment_table(run: Run, name: str, points: list[Point], columns: list[str], force: bool | None) -> pd.DataFrame:
     """Run ``points`` as the artifact ``<name>.csv`` (keyed by the points), resumable through ``points/<name>.csv``."""
     forced = run.force if force is None else force
 
@@ -170,7 +170,7 @@ def _experiment(run: Run, name: str, points: list[Point], columns: list[str], fo
     return run.load_csv(f"{name}.csv")
 
 
-def _base(run: Run, dense_key: str) -> dict:
+def point_base(run: Run, dense_key: str) -> dict:
     return {"dense": dense_key, "data": run.data_inputs()}
 
 
@@ -185,9 +185,9 @@ def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Seque
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
     scans = {s: sensitivity(run, s, force=False) for s in strategies} if "guided" in allocations else None
-    points = frontier_points(dense, run.data, _base(run, dense_key), run.profile.budgets if budgets is None
+    points = frontier_points(dense, run.data, point_base(run, dense_key), run.profile.budgets if budgets is None
                              else budgets, strategies, recovery_settings(run, epochs), allocations, scans)
-    return _experiment(run, "frontier", points, FRONTIER_COLUMNS, force)
+    return experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force)
 
 
 def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random"), random_seeds: int | None = None,
@@ -197,24 +197,24 @@ def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random"), random_seeds: i
     table1 = chosen_sparsities(run, force=False)
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
-    points = criteria_points(dense, run.data, _base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
+    points = criteria_points(dense, run.data, point_base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
                              recovery_settings(run, epochs), norms,
                              run.profile.random_seeds if random_seeds is None else random_seeds)
-    return _experiment(run, "criteria", points, CRITERIA_COLUMNS, force)
+    return experiment_table(run, "criteria", points, CRITERIA_COLUMNS, force)
 
 
 def iterative(run: Run, rounds: Sequence[int] | None = None, total_finetune_epochs: int | None = None,
               force: bool | None = None) -> pd.DataFrame:
     """Each strategy at Table 1's sparsities in 1 and more rounds (defaults: the profile's
-    ``iterative_rounds`` and its fine-tuning epochs, Table 2's budget)."""
+    ``iterative_rounds`` and ``iterative_finetune_epochs``, by default Table 2's fine-tuning epochs)."""
     table1 = chosen_sparsities(run, force=False)
     dense, dense_key = dense_model(run)
-    settings = recovery_settings(run, run.profile.finetune.epochs if total_finetune_epochs is None
-                                 else total_finetune_epochs)
+    default = run.profile.iterative_finetune_epochs or run.profile.finetune.epochs
+    settings = recovery_settings(run, default if total_finetune_epochs is None else total_finetune_epochs)
     points = [p for s in STRATEGIES for p in iterative_points(
-        dense, run.data, _base(run, dense_key), sparsity_dict(table1, s), s, settings,
+        dense, run.data, point_base(run, dense_key), sparsity_dict(table1, s), s, settings,
         run.profile.iterative_rounds if rounds is None else rounds)]
-    return _experiment(run, "iterative", points, ITERATIVE_COLUMNS, force)
+    return experiment_table(run, "iterative", points, ITERATIVE_COLUMNS, force)
 
 
 # --- real speed ---------------------------------------------------------------------------------

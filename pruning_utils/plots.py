@@ -207,3 +207,59 @@ def latency(table: pd.DataFrame, title: str = "CPU latency (median)") -> plt.Fig
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def recovery_curves(curves: Mapping[str, pd.DataFrame], plateaus: Mapping[str, int | None],
+                    title: str = "Recovery at a constant fine-tuning rate") -> plt.Figure:
+    """Validation and test accuracy per fine-tuning epoch, one line pair per strategy; the plateau epoch marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for strategy, curve in curves.items():
+        color = STRATEGY_COLORS.get(strategy)
+        ax.plot(curve["epoch"], curve["test_acc"], marker="o", ms=3, color=color, label=f"{strategy}, test")
+        ax.plot(curve["epoch"], curve["val_acc"], ls=":", color=color, label=f"{strategy}, validation")
+        if plateaus.get(strategy) is not None:
+            ax.axvline(plateaus[strategy], color=color, ls="--", lw=1)
+    ax.set(xlabel="fine-tuning epoch (0: after BN recalibration)", ylabel="accuracy (%)", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def seed_bars(frame: pd.DataFrame, columns: Mapping[str, str], title: str, reference: float | None = None,
+              reference_label: str = "dense") -> plt.Figure:
+    """Mean per strategy and stage as bars, each seed as a point, whiskers min-max; an optional reference line."""
+    long = frame.melt(id_vars=["strategy", "seed"], value_vars=list(columns), var_name="stage", value_name="acc")
+    long["stage"] = long["stage"].map(columns)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    sns.barplot(long, x="strategy", y="acc", hue="stage", errorbar=("pi", 100), ax=ax, alpha=0.8)
+    sns.stripplot(long, x="strategy", y="acc", hue="stage", dodge=True, ax=ax, size=3, legend=False,
+                  palette={c: "black" for c in long["stage"].unique()})
+    if reference is not None:
+        ax.axhline(reference, color="black", ls="--", lw=1, label=f"{reference_label} (mean)")
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=f"{title} (bars: mean, whiskers: min-max over seeds)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def narrow_vs_pruned(pruned: pd.DataFrame, narrow: pd.DataFrame,
+                     title: str = "Pruned models against narrow dense networks") -> plt.Figure:
+    """Test accuracy against conv weights and against multiply-adds (log x): pruned models (filled,
+    by strategy) and narrow dense networks trained from scratch (open), each seed a point.
+
+    ``pruned``: strategy, conv_weights, multiply_adds, acc_finetuned; ``narrow``: strategy, matched,
+    conv_weights, multiply_adds, test_acc."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, measure, matched in zip(axes, ("conv_weights", "multiply_adds"), ("conv weights", "multiply-adds")):
+        for strategy, group in pruned.groupby("strategy", sort=False):
+            color = STRATEGY_COLORS.get(strategy)
+            ax.scatter(group[measure], group["acc_finetuned"], color=color, label=f"{strategy}, pruned")
+            mine = narrow[(narrow["strategy"] == strategy) & (narrow["matched"] == matched)]
+            ax.scatter(mine[measure], mine["test_acc"], facecolors="none", edgecolors=color,
+                       label=f"narrow dense, {matched} of {strategy}")
+        ax.set(xscale="log", xlabel=f"{matched} (log)", title=f"at equal {matched}")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

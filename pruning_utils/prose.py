@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
 from .criteria import STRATEGIES
 from .original import DENSE_TEST_ACCURACY, TABLE2
 from .runs import Run
@@ -149,7 +150,91 @@ def criteria_prose(criteria: pd.DataFrame) -> str:
 def iterative_prose(iterative: pd.DataFrame) -> str:
     final = iterative.sort_values("round").groupby(["strategy", "rounds"], sort=False).tail(1)
     final = final.sort_values(["strategy", "rounds"], key=lambda c: c.map(STRATEGIES.index) if c.name == "strategy" else c)
+    totals = iterative.groupby(["strategy", "rounds"])["finetune_epochs"].sum()
     lines = [f"- **{r.strategy}**, {r.rounds} round(s): {r.acc_after_round:.1f}% at "
              f"{r.conv_weights_kept_pct:.1f}% conv weights kept" for r in final.itertuples()]
-    return "Final accuracy at the same budget and the same total fine-tuning epochs:\n\n" + "\n".join(lines)
+    return (f"Final accuracy at the same budget and the same total fine-tuning epochs "
+            f"({', '.join(str(int(t)) for t in sorted(set(totals)))} in all per schedule):\n\n" + "\n".join(lines))
 
+
+
+# --- notebook 07: across seeds ------------------------------------------------------------------
+
+
+def _ms(values: pd.Series, decimals: int = 1) -> str:
+    return format_mean_sd(float(values.mean()), float(values.std()), decimals)
+
+
+def seeds_dense_prose(metrics: pd.DataFrame) -> str:
+    acc = 100 * metrics["test_accuracy"]
+    return (f"Over {len(acc)} seeds the dense model reaches **{_ms(acc, 2)}%** test accuracy in eval mode "
+            f"(mean ± sd; min {acc.min():.2f}, max {acc.max():.2f}). Differences smaller than about this sd "
+            "between two single-seed results say nothing.")
+
+
+def sensitivity_claims_prose(scans: pd.DataFrame, results: pd.DataFrame) -> str:
+    """The original's three claims checked against the seed-to-seed spread.
+
+    ``scans``: seed, strategy, layer, sparsity, accuracy; ``results``: Table 2 rows with a seed column."""
+    lines = []
+    half = scans[scans["sparsity"] == 0.5]
+    worst = half.loc[half.groupby(["seed", "strategy"])["accuracy"].idxmin()]
+    for strategy, group in worst.groupby("strategy", sort=False):
+        counts = group["layer"].value_counts()
+        lines.append(f"- Most sensitive layer at sparsity 0.5, **{strategy}**: "
+                     + ", ".join(f"`{layer}` in {n} of {len(group)} seeds" for layer, n in counts.items()) + ".")
+    dense = scans[scans["sparsity"] == 0].groupby("seed")["accuracy"].first()
+    gains = scans[scans["sparsity"] > 0].assign(gain=lambda f: 100 * (f["accuracy"] - f["seed"].map(dense)))
+    stats = gains.groupby(["strategy", "layer", "sparsity"])["gain"].agg(["mean", "std"])
+    real = stats[(stats["mean"] > 0) & (stats["mean"] > stats["std"])]
+    lines.append(f"- Layers that *gain* validation accuracy when pruned: {int((stats['mean'] > 0).sum())} of "
+                 f"{len(stats)} (strategy, layer, sparsity) cells gain on average, {len(real)} by more than their "
+                 f"seed-to-seed sd (largest mean gain {stats['mean'].max():.2f} points).")
+    s = mean_spread(results, "strategy", ["acc_finetuned"])["acc_finetuned"]
+    best = s["mean"].idxmax()
+    others = [o for o in s.index if o != best]
+    clear = [o for o in others if exceeds_spread(s.at[best, "mean"], s.at[best, "sd"], s.at[o, "mean"], s.at[o, "sd"])]
+    lines.append(f"- Highest accuracy after fine-tuning: **{best}** ({format_mean_sd(s.at[best, 'mean'], s.at[best, 'sd'])}%); "
+                 + (f"ahead of {', '.join(clear)} by more than the spreads" if clear else "not ahead of any other by more than the spreads")
+                 + (f", within the spread of {', '.join(o for o in others if o not in clear)}" if len(clear) < len(others) else "")
+                 + ". Note that the strategies keep different fractions of the weights (Table 1's rule), so this compares procedures, not criteria at equal size.")
+    return "\n".join(lines)
+
+
+def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr: float, finetune_epochs: int) -> str:
+    reached = {s: e for s, e in plateaus.items() if e is not None}
+    parts = [f"`{s}` at epoch {e}" for s, e in reached.items()]
+    parts += [f"`{s}` not within {curve_epochs} epochs" for s, e in plateaus.items() if e is None]
+    longest = max(reached.values()) if reached else None
+    verdict = ("the profile's fine-tuning length, "
+               f"{finetune_epochs} epochs, {'covers' if longest is not None and finetune_epochs >= longest else 'is shorter than'}"
+               f" the longest plateau ({longest} epochs)" if longest is not None else
+               f"no curve levels off within {curve_epochs} epochs, so the profile's {finetune_epochs} epochs are not shown to be enough")
+    return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off (5 more epochs gain less than 0.2 "
+            f"points, 3-epoch average) for " + "; ".join(parts) + f". Table 2 fine-tunes with the profile's schedule; {verdict}.")
+
+
+def table2_seeds_prose(table: pd.DataFrame) -> str:
+    met = table["met (mean)"]
+    lines = [f"- **{s}**: {table.at[s, 'after fine-tuning']}% after fine-tuning, "
+             f"{table.at[s, 'drop from dense (points)']} points below its dense model (target {table.at[s, 'target drop']}): "
+             f"{'met' if met[s] else '**not met**'}." for s in table.index]
+    return "\n".join(lines)
+
+
+def original_budgets_prose(table: pd.DataFrame) -> str:
+    return "\n".join(
+        f"- **{s}** at the original's sparsities: {table.at[s, '% params left']}% of the parameters left, "
+        f"{table.at[s, 'after fine-tuning']}% after fine-tuning (the original's model: "
+        f"{table.at[s, 'original: after fine-tuning (eval mode)']}% in eval mode)." for s in table.index)
+
+
+def narrow_prose(table: pd.DataFrame) -> str:
+    lines = []
+    for (strategy, matched), r in table.iterrows():
+        diff = r["pruned - narrow (points)"]
+        verdict = ("within the seed spread" if not r["beyond the spread"] else
+                   ("pruning wins" if diff > 0 else "the narrow network wins"))
+        lines.append(f"- **{strategy}**, equal {matched}: pruned {r['pruned, fine-tuned (%)']}% against narrow dense "
+                     f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {diff:+.1f} points, {verdict}.")
+    return "\n".join(lines)

@@ -86,6 +86,7 @@ def recover(
     identity: dict | None = None,
     on_pruned=None,
     track_validation: bool = False,
+    track_test: bool = False,
     on_epoch_end=None,
     progress: bool = False,
     desc: str = "fine-tune",
@@ -94,7 +95,8 @@ def recover(
 
     ``on_pruned(model)`` runs right after pruning (e.g. to save the pruned model). ``checkpoint``
     and ``identity`` make the fine-tuning resumable (:func:`pruning_utils.training.train`);
-    ``track_validation`` adds validation accuracy per epoch to the history; ``on_epoch_end`` is
+    ``track_validation`` adds validation accuracy per epoch to the history, ``track_test`` test
+    accuracy (percent, column ``test_acc``); ``on_epoch_end`` is
     passed to :func:`pruning_utils.training.train`.
     Returns the row of measurements and the fine-tuning history (empty for 0 epochs).
     """
@@ -123,7 +125,8 @@ def recover(
                         val=(data.val_x, data.val_y) if track_validation else None, seed=settings.seed, device=device,
                         precision=settings.precision, checkpoint=checkpoint, identity=identity,
                         eval_batch_size=settings.eval_batch_size, progress=progress, desc=desc,
-                        on_epoch_end=on_epoch_end)
+                        on_epoch_end=on_epoch_end,
+                        measure=(lambda m: {"test_acc": _accuracy(m, data, settings, device)}) if track_test else None)
     model.eval()
     row["acc_finetuned"] = _accuracy(model, data, settings, device) if settings.recipe.epochs > 0 \
         else row["acc_recalibrated"]

@@ -27,11 +27,15 @@ from pathlib import Path
 
 import nbformat
 
+from .artifacts import write_text_atomic
 from .data import SOURCE_ENV_VAR
 from .runs import LOCK_ENV_VAR, RUN_DIR_ENV_VAR, RunBusyError, project_root, resolve_path, resolve_profile_name, run_lock
 
 NOTEBOOKS: tuple[str, ...] = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations",
-                              "06_beyond")
+                              "06_beyond", "07_across_seeds")
+MULTI_SEED_NOTEBOOKS: tuple[str, ...] = ("07_across_seeds",)  # run only when the study has several seeds
+STUDY_FILE = "study.json"
+APPENDIX_TITLE = "Appendix: logs and settings"  # <run_dir>/study.json: the seeds of the study, written by --seeds
 
 
 def notebook_dir() -> Path:
@@ -131,25 +135,49 @@ def _anchor(title: str) -> str:
 
 
 def render_html(executed: list[Path], output: Path, title: str, label: str = "") -> Path:
-    """One self-contained HTML page from executed notebooks: code hidden, figures embedded, TOC."""
+    """One self-contained HTML page from executed notebooks: code hidden, figures embedded, TOC.
+
+    The sections read as a report: what cells printed while running (step and epoch logs) and the
+    cells tagged ``appendix`` (settings, step tables) move to an appendix at the end, per notebook."""
     from nbconvert import HTMLExporter
 
     merged = nbformat.v4.new_notebook()
     merged.metadata = nbformat.read(executed[0], as_version=4).metadata
     toc = [f"# {title}", "", *([f"Run: {label}", ""] if label else []), "Contents:", ""]
+    appendix = [nbformat.v4.new_markdown_cell(
+        f"# {APPENDIX_TITLE}\n\nWhat each notebook printed while it ran (steps, epochs) and its settings, "
+        "kept here so the sections above read as a report.")]
     for path in executed:
         nb = nbformat.read(path, as_version=4)
+        logs = []
         for cell in nb.cells:
+            tags = cell.metadata.get("tags", [])
+            if "injected-parameters" in tags or "parameters" in tags:
+                continue
             if cell.cell_type == "markdown":
+                if "appendix" in tags:
+                    logs.append(cell)
+                    continue
                 for line in cell.source.splitlines():
                     match = re.match(r"^(#{1,2}) (.+)$", line)
                     if match:
                         indent = "    " * (len(match.group(1)) - 1)
                         toc.append(f"{indent}- [{match.group(2)}](#{_anchor(match.group(2))})")
-            if "injected-parameters" in cell.metadata.get("tags", []) or "parameters" in cell.metadata.get("tags", []):
+                merged.cells.append(cell)
                 continue
+            if "appendix" in tags:
+                logs.append(cell)
+                continue
+            streams = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+            if streams:
+                logs.append(nbformat.v4.new_code_cell(outputs=streams))
+                cell = nbformat.from_dict({**cell, "outputs": [o for o in cell.outputs if o not in streams]})
             merged.cells.append(cell)
-    merged.cells.insert(0, nbformat.v4.new_markdown_cell("\n".join(toc)))
+        if logs:
+            appendix.append(nbformat.v4.new_markdown_cell(f"### {path.stem}"))
+            appendix.extend(logs)
+    merged.cells.insert(0, nbformat.v4.new_markdown_cell("\n".join(toc + [f"- [{APPENDIX_TITLE}](#{_anchor(APPENDIX_TITLE)})"])))
+    merged.cells.extend(appendix)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(merged)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +191,36 @@ def _portable(source: str) -> str:
     if not source or source in ("torchvision", "synthetic") or not Path(source).is_absolute():
         return source
     return os.path.relpath(source, project_root())
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0 1 2"`` or ``"0,1,2"`` -> ``[0, 1, 2]``; ValueError on anything else."""
+    from .across_seeds import check_seeds
+
+    try:
+        seeds = [int(part) for part in re.split(r"[\s,]+", text.strip()) if part]
+    except ValueError:
+        raise ValueError(f"--seeds takes non-negative integers separated by spaces or commas, got {text!r}") from None
+    return check_seeds(seeds)
+
+
+def study_seeds(run_dir: Path, seed: int, given: str | None) -> list[int]:
+    """The seeds to run: ``given`` (recorded in ``study.json``), else those recorded, else ``[seed]``."""
+    path = run_dir / STUDY_FILE
+    if given:
+        seeds = parse_seeds(given)
+        if seed not in seeds:
+            raise ValueError(f"--seeds {given!r} must include the run's seed {seed}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"seeds": seeds}, indent=2) + "\n")
+        return seeds
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())["seeds"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} cannot be read ({error}); delete it, or pass --seeds") from error
+        return parse_seeds(",".join(str(s) for s in recorded)) if seed in recorded else [seed]
+    return [seed]
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -184,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="", help="paper | cpu | smoke (default: cpu without a GPU)")
     parser.add_argument("--run-dir", default="", help="default: $PRUNING_RUN_DIR or data/runs/<profile>")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the run notebooks 01-06 show")
+    parser.add_argument("--seeds", default=None,
+                        help='every seed of the study, e.g. "0 1 2" (recorded in <run_dir>/study.json and used '
+                             'by later reports); with more than one, notebook 07 compares them')
     parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
     parser.add_argument("--force", action="store_true", help="recompute every step (passes force=True to each notebook)")
     parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
@@ -208,12 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         run_dir_param = str(run_dir.relative_to(project_root()))
     except ValueError:
         run_dir_param = str(run_dir)
-    parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed,
+    try:
+        seeds = study_seeds(run_dir, args.seed, args.seeds)
+    except ValueError as error:
+        parser.error(str(error))
+    notebooks = tuple(args.notebooks or ()) or tuple(
+        n for n in available_notebooks() if len(seeds) > 1 or n not in MULTI_SEED_NOTEBOOKS)
+    parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed, "seeds": seeds,
                   "data_source": _portable(args.data_source or os.environ.get(SOURCE_ENV_VAR, "")), "force": args.force,
                   "overrides": overrides}
-    print(f"study: profile {profile}, run directory {run_dir}", flush=True)
+    print(f"study: profile {profile}, run directory {run_dir}, seeds {seeds}", flush=True)
     try:
-        executed = run_notebooks(run_dir, parameters, tuple(args.notebooks or ()) or None,
+        executed = run_notebooks(run_dir, parameters, notebooks,
                                  log=lambda m: print(m, flush=True))
     except RunBusyError as error:
         print(f"error: {error}", file=sys.stderr)

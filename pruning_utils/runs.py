@@ -131,6 +131,7 @@ class Run:
     progress: bool = True
     events: list[dict] = field(default_factory=list)
     memo: dict = field(default_factory=dict)  # objects loaded in this session, keyed by what they are
+    opened_with: dict = field(default_factory=dict)  # open_run's profile, data_source and overrides (for other seeds)
 
     def __post_init__(self) -> None:
         self._current: set[tuple[str, str]] = set()
@@ -292,7 +293,8 @@ def open_run(
         write_text_atomic(run_dir / "run.json", json.dumps({"profile": name, "seed": seed}, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
     return Run(settings, seed, run_dir, figures, data, device, resolve_precision(settings.precision, device),
-               force=force, progress=progress)
+               force=force, progress=progress,
+               opened_with={"profile": name, "data_source": source, "overrides": dict(overrides)})
 
 
 SHARED_ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"  # the local JPEG copy beside a checkout, as make uses

@@ -44,14 +44,14 @@ def check_strategy_parameter(strategy: str, allow_all: bool = True) -> tuple[str
     return STRATEGIES if strategy == "all" else (strategy,)
 
 
-def _epoch_logger(run: Run, what: str, epochs: int):
+def epoch_logger(run: Run, what: str, epochs: int):
     def log(epoch: int, record: dict) -> None:
         val = "" if record["val_acc"] != record["val_acc"] else f", val {100 * record['val_acc']:.1f}%"
         run.log(f"  {what} epoch {epoch}/{epochs}: loss {record['loss']:.3f}{val}, {record['seconds']:.0f} s")
     return log
 
 
-def _checkpoint(run: Run, name: str, key: str, force: bool):
+def checkpoint_path(run: Run, name: str, key: str, force: bool):
     path = run.path(f"checkpoints/{name}-{key}.ckpt")
     if force:
         path.unlink(missing_ok=True)
@@ -74,14 +74,14 @@ def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
 
     def compute(key: str) -> None:
         model = run.new_model()
-        checkpoint = _checkpoint(run, "dense", key, forced)
+        checkpoint = checkpoint_path(run, "dense", key, forced)
         identity = {"step": "dense", "key": key, "seed": run.seed, "width": run.profile.width,
                     "recipe": asdict(run.profile.train)}
         history = train(model, run.data.train_x, run.data.train_y, run.profile.train,
                         batch_size=run.profile.batch_size, val=(run.data.val_x, run.data.val_y), seed=run.seed,
                         device=run.device, precision=run.precision, checkpoint=checkpoint, identity=identity,
                         eval_batch_size=run.profile.eval_batch_size, progress=False,
-                        on_epoch_end=_epoch_logger(run, "dense", run.profile.train.epochs))
+                        on_epoch_end=epoch_logger(run, "dense", run.profile.train.epochs))
         model.eval()
         metrics = {**_dense_metrics(run, model), "train_seconds_total": float(history["seconds"].sum()),
                    "epochs": int(len(history)), "data": run.data.source, "precision": run.precision}
@@ -182,12 +182,12 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> s
     def compute(key: str) -> None:
         identity = {"step": "prune_finetune", "key": key, "seed": run.seed, "strategy": strategy,
                     "recipe": asdict(settings.recipe)}
-        checkpoint = _checkpoint(run, f"finetune_{strategy}", key, forced)
+        checkpoint = checkpoint_path(run, f"finetune_{strategy}", key, forced)
         model = copy_model(dense)
         row, history = recover(
             model, run.data, sparsities, strategy, settings, track_validation=True, checkpoint=checkpoint,
             identity=identity, on_pruned=lambda m: save_model(m, run.path(names[0]), key=key, stage="pruned"),
-            on_epoch_end=_epoch_logger(run, f"fine-tune {strategy}", settings.recipe.epochs))
+            on_epoch_end=epoch_logger(run, f"fine-tune {strategy}", settings.recipe.epochs))
         save_model(model, run.path(names[1]), key=key, stage="fine-tuned")
         run.save_csv(names[2], history)
         run.save_json(names[3], {"strategy": strategy, **row})

@@ -149,11 +149,17 @@ def benchmarks_markdown(records_dir: Path) -> str:
     train = records_dir / "train_throughput.json"
     if train.exists():
         r = json.loads(train.read_text())
+        peak = r.get("matmul_peak_mac_per_s")
         for name, m in r["results"].items():
+            steps = "".join(f"; {a['configuration']} {a['img_per_s']:.0f} (x{a['step_ratio']:.2f})"
+                            for a in m.get("ablation", []))
+            efficiency = (f", **{100 * m['efficiency_of_bf16_peak']:.0f}% of the bf16 matmul peak** "
+                          f"({peak['bf16'] / 1e9:.0f} GMAC/s measured in the same run)" if peak else "")
             lines.append(
-                f"- Training throughput, {name} (batch {r['batch_size']}, {r['threads']} threads, {r['when']}): "
-                f"original style {m['original_img_per_s']:.0f} img/s, ours {m['ours_img_per_s']:.0f} img/s "
-                f"({m['ours_precision']}), **speedup {m['speedup']:.2f}x** (`python benchmarks/train_throughput.py`)."
+                f"- Training throughput, {name} (batch {r['batch_size']}, {r.get('cpu', 'CPU not recorded')}, "
+                f"{r['threads']} threads, {r['when']}): original style {m['original_img_per_s']:.0f} img/s{steps}; "
+                f"ours {m['ours_img_per_s']:.0f} img/s ({m['ours_precision']}), **speedup {m['speedup']:.2f}x**"
+                f"{efficiency} (`python benchmarks/train_throughput.py`)."
             )
         full = next((m for m in r["results"].values() if m["width"] == 1.0), None)
         if full is not None:
@@ -199,6 +205,72 @@ def deployment_lines(path: Path) -> list[str]:
     return lines
 
 
+def study_run_dirs(run_dir: Path) -> dict[int, Path]:
+    """The study's runs by seed: the seeds of ``study.json`` (else the run's own), each in
+    ``run_dir`` (the run's own seed) or ``run_dir/seed-<n>``."""
+    base = json.loads((run_dir / "run.json").read_text())["seed"]
+    study = run_dir / "study.json"
+    seeds = json.loads(study.read_text())["seeds"] if study.exists() else [base]
+    return {s: run_dir if s == base else run_dir / f"seed-{s}" for s in seeds}
+
+
+def _per_seed(dirs: dict[int, Path], name: str) -> pd.DataFrame | None:
+    """``name`` of every seed's run with a ``seed`` column, or None if a seed lacks it."""
+    frames = []
+    for seed, path in dirs.items():
+        if not (path / name).exists():
+            return None
+        frame = (pd.DataFrame([json.loads((path / name).read_text())]) if name.endswith(".json")
+                 else pd.read_csv(path / name))
+        frames.append(frame.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def seeds_markdown(run_dir: Path) -> str:
+    """The multi-seed findings (notebook 07) as far as every seed has them, and what is still missing."""
+    from . import recovery_study, tables
+    from .original import EVAL_MODE_CHECKPOINTS
+
+    dirs = study_run_dirs(run_dir)
+    if len(dirs) < 2:
+        return 'One seed so far: `make report SEEDS="0 1 2"` runs the multi-seed study (notebook 07).'
+    wanted = {"dense model": "dense_metrics.json", "Table 2": "results.csv", "original budgets": "original_budgets.csv",
+              "narrow dense": "narrow_dense.csv"}
+    progress = pd.DataFrame([{"seed": s, **{k: "done" if (d / f).exists() else "missing" for k, f in wanted.items()}}
+                             for s, d in dirs.items()])
+    parts = [f"Seeds {', '.join(map(str, dirs))}; what each seed's run holds:", "", _md(progress), ""]
+    metrics, results = _per_seed(dirs, "dense_metrics.json"), _per_seed(dirs, "results.csv")
+    if metrics is not None:
+        parts += [prose.seeds_dense_prose(metrics), ""]
+    if metrics is not None and results is not None:
+        if results["finetune_epochs"].nunique() > 1:
+            parts += ["Table 2 across seeds: not shown, the seeds' Table 2 used different fine-tuning lengths "
+                      f"({sorted(results['finetune_epochs'].unique())} epochs).", ""]
+        else:
+            table = tables.table2_across_seeds(results, metrics, recovery_study.RECOVERY_TARGETS)
+            parts += [f"Table 2 across seeds ({int(results['finetune_epochs'].iloc[0])} fine-tuning epochs; mean ± sd, "
+                      "test accuracy % in eval mode), against the recovery targets:", "",
+                      _md(table.reset_index()), "", prose.table2_seeds_prose(table), ""]
+    budgets = _per_seed(dirs, "original_budgets.csv")
+    if budgets is not None:
+        table = tables.original_budgets_table(budgets, EVAL_MODE_CHECKPOINTS)
+        parts += ["At the original's per-layer sparsities (mean ± sd over seeds):", "", _md(table.reset_index()), ""]
+    narrow = _per_seed(dirs, "narrow_dense.csv")
+    if narrow is not None and results is not None:
+        table = tables.narrow_table(narrow, results)
+        parts += ["Pruned models against narrow dense networks trained from scratch (same total epochs):", "",
+                  prose.narrow_prose(table), ""]
+    base = run_dir
+    curves = {s: pd.read_csv(base / f"recovery_curve_{s}.csv") for s in STRATEGIES
+              if (base / f"recovery_curve_{s}.csv").exists()}
+    if len(curves) == len(STRATEGIES):
+        p = recovery_study.curve_plateaus(curves)
+        parts += ["Recovery curves (seed of the main run, constant fine-tuning rate): plateau at "
+                  + ", ".join(f"{s} epoch {e}" if e is not None else f"{s} none within the curve" for s, e in p.items())
+                  + "."]
+    return "\n".join(parts).rstrip()
+
+
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
     readme = readme or project_root() / "README.md"
     text = readme.read_text()
@@ -208,6 +280,7 @@ def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
         "table2": table2_markdown(run_dir),
         "differences": differences_markdown(run_dir),
         "beyond": beyond_markdown(run_dir),
+        "seeds": seeds_markdown(run_dir),
         "benchmarks": benchmarks_markdown(resolve_path("data/benchmarks")),
     }
     for name, content in blocks.items():

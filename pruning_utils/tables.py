@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
 from .criteria import STRATEGIES
 from .original import TABLE1, TABLE2
 
@@ -56,3 +57,73 @@ def criteria_summary(criteria: pd.DataFrame) -> pd.DataFrame:
     stats = criteria.groupby(["strategy", "criterion"], sort=False)[["acc_pruned", "acc_recalibrated",
                                                                     "acc_finetuned"]].agg(["mean", "min", "max"])
     return stats.round(2)
+
+
+def _mean_sd_cells(stats: pd.DataFrame, columns: list[str], decimals: int) -> pd.DataFrame:
+    return pd.DataFrame({c: [format_mean_sd(m, s, decimals) for m, s in zip(stats[(c, "mean")], stats[(c, "sd")])]
+                         for c in columns}, index=stats.index)
+
+
+def dense_across_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per seed and as mean ± sd: the dense model's test (eval and train mode) and validation accuracy (%)."""
+    cols = {"test_accuracy": "test, eval mode (%)", "test_accuracy_train_mode": "test, train mode (%)",
+            "val_accuracy": "validation (%)"}
+    pct = metrics.assign(**{c: 100 * metrics[c] for c in cols})
+    rows = pct.set_index("seed")[list(cols)].round(2).astype(str)
+    stats = mean_spread(pct.assign(all="mean ± sd"), "all", list(cols))
+    table = pd.concat([rows, _mean_sd_cells(stats, list(cols), 2)])
+    table.index = [f"seed {i}" if not isinstance(i, str) else i for i in table.index]
+    return table.rename(columns=cols)
+
+
+def table1_across_seeds(table1: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and strategy: the sparsity each seed chose ("0.5 / 0.6 / 0.5"), beside the original's."""
+    cells = {s: table1.groupby("layer", sort=False)[s].apply(lambda v: " / ".join(f"{x:.1f}" for x in v))
+             for s in STRATEGIES}
+    ours = pd.DataFrame(cells)
+    theirs = TABLE1.set_index("layer")
+    return pd.concat({"seeds": ours, "original": theirs[list(STRATEGIES)]}, axis=1).swaplevel(axis=1)[
+        [(s, who) for s in STRATEGIES for who in ("seeds", "original")]]
+
+
+def table2_across_seeds(results: pd.DataFrame, dense: pd.DataFrame, targets: dict[str, float]) -> pd.DataFrame:
+    """Table 2 as mean ± sd over seeds, with the drop from each seed's dense model and the target.
+
+    ``results``: Table 2 rows with a ``seed`` column; ``dense``: ``seed, test_accuracy`` (fraction)."""
+    dense_pct = dense.set_index("seed")["test_accuracy"] * 100
+    frame = results.assign(drop=results["seed"].map(dense_pct) - results["acc_finetuned"])
+    columns = ["params_kept_pct", "conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "drop"]
+    stats = mean_spread(frame, "strategy", columns)
+    table = _mean_sd_cells(stats, columns, 1)
+    table["target drop"] = [f"<= {targets[s]:.1f}" for s in table.index]
+    table["met (mean)"] = [bool(stats.at[s, ("drop", "mean")] <= targets[s]) for s in table.index]
+    table["seeds"] = stats[("n", "")].astype(int)
+    names = {**RESULT_COLUMNS, "drop": "drop from dense (points)"}
+    return table.rename(columns=names)
+
+
+def original_budgets_table(budgets: pd.DataFrame, eval_mode: dict[str, float]) -> pd.DataFrame:
+    """At the original's per-layer sparsities: ours (mean ± sd) beside the original's numbers."""
+    columns = ["params_kept_pct", "acc_pruned", "acc_finetuned"]
+    ours = _mean_sd_cells(mean_spread(budgets, "strategy", columns), columns, 1)
+    theirs = TABLE2.set_index("strategy")
+    ours["original: % params left"] = theirs["params_kept_pct"].round(1)
+    ours["original: after fine-tuning (train mode)"] = theirs["acc_finetuned"]
+    ours["original: after fine-tuning (eval mode)"] = [eval_mode[s] for s in ours.index]
+    return ours.rename(columns=RESULT_COLUMNS)
+
+
+def narrow_table(narrow: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Pruned (Table 2) against narrow dense networks at equal conv weights / multiply-adds, mean ± sd."""
+    pruned = mean_spread(results, "strategy", ["acc_finetuned"])
+    dense = mean_spread(narrow, ["strategy", "matched"], ["test_acc", "width"])
+    rows = []
+    for (strategy, matched), r in dense.iterrows():
+        p = pruned.loc[strategy]
+        rows.append({"strategy": strategy, "matched": matched, "narrow width": f"{r[('width', 'mean')]:.3f}",
+                     "narrow dense (%)": format_mean_sd(r[("test_acc", "mean")], r[("test_acc", "sd")]),
+                     "pruned, fine-tuned (%)": format_mean_sd(p[("acc_finetuned", "mean")], p[("acc_finetuned", "sd")]),
+                     "pruned - narrow (points)": round(p[("acc_finetuned", "mean")] - r[("test_acc", "mean")], 1),
+                     "beyond the spread": exceeds_spread(p[("acc_finetuned", "mean")], p[("acc_finetuned", "sd")],
+                                                         r[("test_acc", "mean")], r[("test_acc", "sd")])})
+    return pd.DataFrame(rows).set_index(["strategy", "matched"])

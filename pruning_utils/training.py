@@ -98,6 +98,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     on_epoch_end: EpochCallback | None = None,
+    measure: Callable[[nn.Module], dict] | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place for ``recipe.epochs`` epochs; return the per-epoch history.
 
@@ -106,8 +107,9 @@ def train(
     epoch, carrying ``identity`` (a JSON-able dict naming this training: seed, recipe, model...);
     with ``resume`` an existing one is loaded first, if its identity is ``identity`` (else
     :class:`CheckpointError`), and training continues from it (a finished run returns its
-    history without training). ``on_epoch_end(epoch, record)`` runs
-    after each epoch's checkpoint is on disk.
+    history without training). ``measure(model)`` returns extra per-epoch measurements (name ->
+    number) that join each epoch's record, and so the history and the checkpoint.
+    ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is on disk.
     """
     device = pick_device(device) if device is None or isinstance(device, str) else device
     precision = resolve_precision(precision, device)
@@ -168,6 +170,7 @@ def train(
             ),
             "seconds": seconds,
             "images_per_s": len(train_x) / seconds,
+            **(measure(model) if measure is not None else {}),
         }
         history.append(record)
         epochs.set_postfix(loss=f"{record['loss']:.3f}", val_acc=f"{record['val_acc']:.3f}")
@@ -191,4 +194,5 @@ def train(
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
-    return pd.DataFrame(history, columns=["epoch", "lr", "loss", "train_acc", "val_acc", "seconds", "images_per_s"])
+    columns = ["epoch", "lr", "loss", "train_acc", "val_acc", "seconds", "images_per_s"]
+    return pd.DataFrame(history, columns=columns + [k for k in (history[0] if history else {}) if k not in columns])

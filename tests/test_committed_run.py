@@ -22,15 +22,17 @@ needs_archive = pytest.mark.skipif(not resolve_path(SHARED_ARCHIVE).is_file(),
 
 
 def test_every_committed_artifact_matches_its_record():
-    store = Store(COMMITTED, {})
-    records = store.records()
     tracked = subprocess.run(["git", "ls-files", "data/runs/cpu"], capture_output=True, text=True, cwd=ROOT)
-    files = {Path(p).name for p in tracked.stdout.split() if Path(p).parent == Path("data/runs/cpu")}
-    artifacts = files - {"run.json", "report.html"}
-    assert "dense.pt" in artifacts and "sensitivity_filter.csv" in artifacts
-    for name in artifacts:
-        spec_for(name)  # registered
-        assert store.status([name], records[name]["key"], records[name]["inputs"]) == "fresh", name
+    paths = [Path(p) for p in tracked.stdout.split()]
+    run_dirs = {Path("data/runs/cpu")} | {p.parent for p in paths if p.parent.name.startswith("seed-")}
+    for run_dir in sorted(run_dirs):  # the study's run and every other seed's run inside it
+        store = Store(ROOT / run_dir, {})
+        records = store.records()
+        artifacts = {p.name for p in paths if p.parent == run_dir} - {"run.json", "report.html", "study.json"}
+        assert "dense.pt" in artifacts and "sensitivity_filter.csv" in artifacts, run_dir
+        for name in artifacts:
+            spec_for(name)  # registered
+            assert store.status([name], records[name]["key"], records[name]["inputs"]) == "fresh", (run_dir, name)
 
 
 @needs_archive

@@ -1,0 +1,104 @@
+"""Several seeds of one study: one run per seed, and their results as mean and spread.
+
+The seed drives everything of a run: the validation split, the dense model's initialisation,
+batch order and augmentation, and every step after it. A study with seeds ``[0, 1, 2]`` opened
+from the run in ``data/runs/cpu`` (seed 0) keeps the other seeds' runs inside it, in
+``data/runs/cpu/seed-1`` and ``data/runs/cpu/seed-2``: each is an ordinary run with its own keyed
+artifacts, so a seed that has finished is reused, and a study stopped halfway resumes where it
+stopped.
+
+:func:`mean_spread` turns one row per seed into mean, standard deviation (``ddof=1``), min, max
+and the number of seeds; :func:`exceeds_spread` says whether a difference of two means is larger
+than the seed-to-seed spread of both, the rule the report's prose uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import Run, open_run
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a list of distinct non-negative ints; ValueError otherwise."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seeds must be non-negative integers, got {s!r} in {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)!r}")
+    return list(seeds)
+
+
+def seed_run_dir(run: Run, seed: int) -> Path:
+    """Where the run of ``seed`` lives in ``run``'s study: ``run`` itself, or ``<run_dir>/seed-<seed>``."""
+    return run.run_dir if seed == run.seed else run.run_dir / f"seed-{seed}"
+
+
+def seed_runs(run: Run, seeds: Sequence[int]) -> list[Run]:
+    """The runs of ``seeds`` in ``run``'s study, opened with ``run``'s profile, data and overrides."""
+    runs = []
+    for seed in check_seeds(seeds):
+        if seed == run.seed:
+            runs.append(run)
+            continue
+        args = run.opened_with
+        runs.append(open_run(args["profile"], seed_run_dir(run, seed), seed, args["data_source"],
+                             figures_dir=run.figures_dir / f"seed-{seed}", force=run.force, progress=run.progress,
+                             **args["overrides"]))
+    return runs
+
+
+def mean_spread(frame: pd.DataFrame, by: str | list[str], columns: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: mean, sd (ddof=1; NaN for one seed), min, max of ``columns``, and n."""
+    grouped = frame.groupby(by, sort=False)
+    stats = grouped[list(columns)].agg(["mean", "std", "min", "max"])
+    stats = stats.rename(columns={"std": "sd"}, level=1)
+    stats[("n", "")] = grouped.size()
+    return stats
+
+
+def exceeds_spread(mean_a: float, sd_a: float, mean_b: float, sd_b: float) -> bool:
+    """True if ``|mean_a - mean_b|`` is larger than the sum of the two standard deviations.
+
+    A plain rule for a handful of seeds (not a significance test): two results whose means differ
+    by less than their spreads together are called indistinguishable. An undefined sd (one seed)
+    never counts as exceeded.
+    """
+    if any(math.isnan(v) for v in (mean_a, sd_a, mean_b, sd_b)):
+        return False
+    return abs(mean_a - mean_b) > sd_a + sd_b
+
+
+def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:
+    """``"80.1 ± 0.4"``, or just the mean when sd is undefined (one seed)."""
+    if math.isnan(sd):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
+
+
+def per_seed(runs: Sequence[Run], frame_of) -> pd.DataFrame:
+    """``frame_of(run)`` for every run, concatenated with a ``seed`` column first."""
+    frames = [frame_of(run).assign(seed=run.seed) for run in runs]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["seed"] + [c for c in frame.columns if c != "seed"]]
+
+
+def step_seconds(runs: Sequence[Run]) -> pd.DataFrame:
+    """Wall-clock seconds of every recorded step of every run (from the provenance records), one row
+    per (seed, step, label): what each step cost when it was computed, and where."""
+    rows = []
+    for run in runs:
+        for path in sorted((run.run_dir / "provenance").glob("*.json")):
+            record = json.loads(path.read_text())
+            rows.append({"seed": run.seed, "step": record["step"], "key": record["key"], "artifact": record["artifact"],
+                         "seconds": record.get("seconds", float("nan")), "cpu": record.get("cpu", ""),
+                         "code_version": record.get("code_version", "")})
+    frame = pd.DataFrame(rows, columns=["seed", "step", "key", "artifact", "seconds", "cpu", "code_version"])
+    return frame.drop_duplicates(["seed", "step", "key"])  # a step's artifacts share its key and seconds

@@ -1,0 +1,198 @@
+"""How far pruned models recover, and whether pruning beats a narrow network (notebook 07).
+
+Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
+
+- :func:`recovery_curve`: prune at Table 1's sparsities and fine-tune at a small constant rate
+  (the original's way: ``curve_lr`` for ``curve_epochs`` epochs), measuring validation and test
+  accuracy after every epoch (``recovery_curve_<strategy>.csv``). :func:`plateau_epoch` reads
+  where it levels off: the first epoch after which 5 more epochs gain less than 0.2 points of
+  (3-epoch smoothed) validation accuracy.
+- :func:`original_budgets`: the original report's Table 1 sparsities
+  (:data:`pruning_utils.original.TABLE1`) applied to our model and recovered with the profile's
+  fine-tuning (``original_budgets.csv``): accuracy at equal per-layer sparsity.
+- :func:`narrow_dense`: dense networks trained from scratch for as many epochs as a pruned
+  model saw in all (dense training + fine-tuning), at the widths whose conv weights, and
+  separately whose multiply-adds, match each Table 2 model's (``narrow_dense.csv``), after Liu et
+  al. 2019, "Rethinking the value of network pruning".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from functools import partial
+
+import pandas as pd
+import torch
+
+from .criteria import STRATEGIES, check_strategy
+from .evaluation import copy_model, evaluate
+from .experiments import Point, experiment_table, point_base
+from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
+from .original import TABLE1 as ORIGINAL_TABLE1
+from .recovery import RecoverySettings, prune_and_recover, recover
+from .runs import Run
+from .steps import (checkpoint_path, chosen_sparsities, dense_model, epoch_logger, recovery_settings, sparsity_dict,
+                    table2)
+from .artifacts import step_key
+from .training import train
+
+PLATEAU_WINDOW = 5  # epochs
+PLATEAU_MIN_GAIN = 0.2  # accuracy points
+PLATEAU_SMOOTHING = 3  # epochs in the centred moving average
+CURVE_COLUMNS = ["epoch", "val_acc", "test_acc", "loss", "seconds"]
+BUDGET_COLUMNS = ["strategy", "conv_weights_kept_pct", "params_kept_pct", "multiply_adds_kept_pct", "acc_pruned",
+                  "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
+NARROW_COLUMNS = ["strategy", "matched", "width", "channels", "conv_weights", "multiply_adds", "epochs",
+                  "test_acc", "target_conv_weights", "target_multiply_adds"]
+MATCHES = ("conv weights", "multiply-adds")
+
+
+# --- recovery curves --------------------------------------------------------------------------------
+
+
+def curve_settings(run: Run) -> RecoverySettings:
+    """The profile's fine-tuning at the constant rate ``curve_lr`` for ``curve_epochs`` epochs."""
+    base = recovery_settings(run, epochs=run.profile.curve_epochs)
+    return replace(base, recipe=replace(base.recipe, schedule="constant", lr=run.profile.curve_lr))
+
+
+def recovery_curve(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
+    """Accuracy (%) after each fine-tuning epoch at Table 1's sparsities; epoch 0 is after BN recalibration."""
+    check_strategy(strategy)
+    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    dense, dense_key = dense_model(run)
+    settings = curve_settings(run)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
+              "recovery": settings.as_inputs()}
+    name = f"recovery_curve_{strategy}.csv"
+    forced = run.force if force is None else force
+
+    def compute(key: str) -> None:
+        checkpoint = checkpoint_path(run, f"curve_{strategy}", key, forced)
+        identity = {"step": "recovery_curve", "key": key, "seed": run.seed, "strategy": strategy,
+                    "recipe": asdict(settings.recipe)}
+        row, history = recover(copy_model(dense), run.data, sparsities, strategy, settings, track_validation=True,
+                               track_test=True, checkpoint=checkpoint, identity=identity,
+                               on_epoch_end=epoch_logger(run, f"recovery curve {strategy}", settings.recipe.epochs))
+        start = pd.DataFrame([{"epoch": 0, "test_acc": row["acc_recalibrated"]}])
+        curve = pd.concat([start, history.assign(val_acc=100 * history["val_acc"])], ignore_index=True)
+        run.save_csv(name, curve.reindex(columns=CURVE_COLUMNS))
+        checkpoint.unlink(missing_ok=True)
+
+    run.step("recovery_curve", [name], inputs, compute, force, strategy)
+    return run.load_csv(name)
+
+
+def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: float = PLATEAU_MIN_GAIN,
+                  smoothing: int = PLATEAU_SMOOTHING) -> int | None:
+    """The first epoch e (of ``accuracy``, indexed by epoch) after which ``window`` more epochs gain
+    less than ``min_gain`` points of the centred ``smoothing``-epoch moving average; None if the
+    curve is too short to show one."""
+    if window < 1 or smoothing < 1:
+        raise ValueError(f"window and smoothing must be >= 1, got {window!r}, {smoothing!r}")
+    smooth = accuracy.rolling(smoothing, center=True, min_periods=1).mean()
+    epochs = list(smooth.index)
+    for i, epoch in enumerate(epochs):
+        if i + window < len(epochs) and smooth.iloc[i + window] - smooth.iloc[i] < min_gain:
+            return int(epoch)
+    return None
+
+
+def curve_plateaus(curves: dict[str, pd.DataFrame]) -> dict[str, int | None]:
+    """Per strategy, :func:`plateau_epoch` of its validation curve (epochs >= 1)."""
+    return {s: plateau_epoch(c[c["epoch"] >= 1].set_index("epoch")["val_acc"]) for s, c in curves.items()}
+
+
+# --- the original's budgets -------------------------------------------------------------------------
+
+
+def original_sparsities(strategy: str) -> dict[str, float]:
+    """The original report's Table 1 column for ``strategy`` as ``{layer: sparsity}``."""
+    return sparsity_dict(ORIGINAL_TABLE1, strategy)
+
+
+def original_budgets(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Each strategy pruned at the original's per-layer sparsities and recovered as Table 2."""
+    dense, dense_key = dense_model(run)
+    settings = recovery_settings(run)
+    points: list[Point] = []
+    for strategy in STRATEGIES:
+        sparsities = original_sparsities(strategy)
+        fixed = {"strategy": strategy}
+        key = step_key("original_budgets", {**point_base(run, dense_key), **fixed, "sparsities": sparsities,
+                                            "recovery": settings.as_inputs()})
+        work = partial(lambda s, sp: [prune_and_recover(dense, run.data, sp, s, settings)], strategy, sparsities)
+        points.append((key, strategy, fixed, work))
+    return experiment_table(run, "original_budgets", points, BUDGET_COLUMNS, force)
+
+
+# --- narrow dense networks --------------------------------------------------------------------------
+
+
+def conv_weight_count(model: torch.nn.Module) -> int:
+    """Number of conv weights (biases not counted, as in "% conv weights left")."""
+    return sum(conv.weight.numel() for conv in conv_layers(model).values())
+
+
+def narrow_widths(run: Run, results: pd.DataFrame) -> pd.DataFrame:
+    """Per Table 2 row: the widths whose dense conv weights / multiply-adds match the pruned model's."""
+    dense = VGG16(width=run.profile.width)
+    dense_conv, dense_macs = conv_weight_count(dense), count_multiply_adds(dense)
+    by_channels: dict[tuple[int, ...], float] = {}  # the smallest width giving each channel configuration
+    for i in range(8, 257):
+        width = round(run.profile.width * i / 256, 6)
+        by_channels.setdefault(scaled_channels(width), width)
+    candidates = list(by_channels.values())
+    conv_of = {w: conv_weight_count(VGG16(width=w)) for w in candidates}
+    macs_of = {w: count_multiply_adds(VGG16(width=w)) for w in candidates}
+    rows = []
+    for _, r in results.iterrows():
+        targets = {"conv weights": dense_conv * r["conv_weights_kept_pct"] / 100,
+                   "multiply-adds": dense_macs * r["multiply_adds_kept_pct"] / 100}
+        for matched, table in (("conv weights", conv_of), ("multiply-adds", macs_of)):
+            width = min(candidates, key=lambda w: (abs(table[w] - targets[matched]), w))
+            rows.append({"strategy": r["strategy"], "matched": matched, "width": width,
+                         "target_conv_weights": targets["conv weights"], "target_multiply_adds": targets["multiply-adds"]})
+    return pd.DataFrame(rows)
+
+
+def _train_narrow(run: Run, width: float, epochs: int) -> list[dict]:
+    torch.manual_seed(run.seed)
+    p = run.profile
+    model = VGG16(width=width, dropout=p.dropout, head_init=p.head_init).to(run.device)
+    train(model, run.data.train_x, run.data.train_y, replace(p.train, epochs=epochs), batch_size=p.batch_size,
+          seed=run.seed, device=run.device, precision=run.precision, progress=False,
+          on_epoch_end=epoch_logger(run, f"narrow dense width {width}", epochs))
+    return [{"channels": "/".join(str(c.out_channels) for c in list(conv_layers(model).values())[::3]),
+             "conv_weights": conv_weight_count(model), "multiply_adds": count_multiply_adds(model), "epochs": epochs,
+             "test_acc": 100 * evaluate(model, run.data.test_x, run.data.test_y, batch_size=p.eval_batch_size,
+                                        device=run.device, precision=run.precision)}]
+
+
+def narrow_dense(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Dense networks from scratch at the widths matching each Table 2 model (see the module docstring).
+
+    Each trains with the dense recipe for ``train.epochs + finetune.epochs`` epochs (the pruned
+    model's whole budget). Points with the same width are trained once."""
+    results = table2(run, force=False)
+    widths = narrow_widths(run, results)
+    epochs = run.profile.train.epochs + run.profile.finetune.epochs
+    inputs = {"data": run.data_inputs(), "seed": run.seed, "epochs": epochs,
+              **run.settings("dropout", "head_init", "batch_size", "train", "precision", "eval_batch_size")}
+    points: list[Point] = []
+    for _, w in widths.iterrows():
+        key = step_key("narrow_dense", {**inputs, "width": w["width"]})
+        fixed = w.to_dict()
+        points.append((key, f"{w['strategy']} {w['matched']}", fixed, partial(_train_narrow, run, w["width"], epochs)))
+    return experiment_table(run, "narrow_dense", points, NARROW_COLUMNS, force)
+
+
+# Issue 10's targets: after recovery at Table 1's sparsities, mean drop from dense in points.
+RECOVERY_TARGETS: dict[str, float] = {"fine-grained": 1.0, "kernel": 2.0, "filter": 1.5}
+
+
+def pruned_sizes(results: pd.DataFrame, width: float) -> pd.DataFrame:
+    """Table 2 rows with the pruned models' absolute conv weights and (masked) multiply-adds."""
+    dense = VGG16(width=width)
+    return results.assign(conv_weights=conv_weight_count(dense) * results["conv_weights_kept_pct"] / 100,
+                          multiply_adds=count_multiply_adds(dense) * results["multiply_adds_kept_pct"] / 100)
