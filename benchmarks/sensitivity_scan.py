@@ -1,17 +1,30 @@
-"""Benchmark: our per-layer sensitivity scan against the naive one, same model, same images.
+"""Benchmark: our per-layer sensitivity scan against the naive one, same model, same images,
+one setting changed at a time.
 
 Naive (the seed's way): for every (layer, sparsity) point, deep-copy the model, prune that layer
-(``prune_model``), and run the whole network over the split, fp32, NCHW, batch 512.
-Ours (``scan_sensitivity``, batch 250): activations entering the layer computed once per batch, only the
-rest of the network run per sparsity, masks swapped into the live model, the dense point
-evaluated once; fp32 in channels_last. Both score every image of the split.
+(``prune_model``), and run the whole network over the split. Ours (``scan_sensitivity``): the
+activations entering the layer computed once per batch, only the rest of the network run per
+sparsity, masks swapped into the live model, the dense point evaluated once.
+
+Configurations, each changing one thing (the ablation):
+
+1. naive, fp32, NCHW, batch 512 (the original's style; every point timed)
+2. + channels_last (timed on a sample of points, scaled to all points)
+3. + batch 250 (likewise)
+4. + our method at the same settings (every point): ``method-only`` = 3 / 4 in fp32
+5. + bf16 autocast, the precision the study scans in (every point)
+
+``identical`` compares every accuracy of naive and ours at the same precision, in fp32 (1 vs 4)
+and in bf16 (naive bf16, every point, vs 5). The scan's floor is the multiply-adds our method
+must do (prefix once per layer and batch, the rest of the network once per masked point, the
+dense model once; masked layers are not compacted) at this machine's bf16 matmul peak measured
+in the same run; ``limit: <p>%`` is that floor over our time.
 
 Default: the cpu profile's model (width 0.25) and validation split (5,000 images of the
-CIFAR-10 JPEG copy), the filter criterion (the cost per point is the same for all three), and
-the run's trained dense model, obtained through the run (``data/runs/<profile>``): reused when
-its stored key matches, trained first (with a message) when it is missing or stale, or refused
-with ``--no-train``. Never random weights. Prints both times, the ratio and whether every accuracy is identical, and writes a JSON
-record to ``data/benchmarks/``. Last line: ``speedup: <ratio>x, identical: <bool>``.
+CIFAR-10 JPEG copy), the filter criterion, and the run's trained dense model, obtained through
+the run (``data/runs/<profile>``): reused when its stored key matches, trained first (with a
+message) when it is missing or stale, or refused with ``--no-train``. Never random weights.
+Writes a JSON record to ``data/benchmarks/``. Last line: ``speedup: <ratio>x, identical: <bool>``.
 """
 
 from __future__ import annotations
@@ -23,12 +36,42 @@ import time
 from datetime import datetime, timezone
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pruning_utils.artifacts import step_key
-from pruning_utils.latency import cpu_model
+from pruning_utils.criteria import unit_scores
+from pruning_utils.latency import cpu_model, matmul_peak
+from pruning_utils.model import CONV_NAMES, conv_layers
 from pruning_utils.runs import code_version, open_run, resolve_path
 from pruning_utils.sensitivity import scan_sensitivity, scan_sensitivity_naive
 from pruning_utils.steps import DENSE_FILES, dense_inputs, dense_model
+
+
+def _multiply_adds(fn) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops() // 2
+
+
+def scan_multiply_adds(model, strategy: str, sparsities, images: int) -> int:
+    """Multiply-adds our scan performs over ``images`` images (see the module docstring)."""
+    model = model.eval()
+    x = torch.zeros(1, 3, 32, 32)
+    total = _multiply_adds(lambda: model(x))  # the dense point, once
+    for layer in CONV_NAMES:
+        units = unit_scores(conv_layers(model)[layer].weight, strategy).numel()
+        masked = sum(1 for s in sparsities if round(s * units) > 0)
+        entering = model.features_before(x, layer)
+        total += _multiply_adds(lambda: model.features_before(x, layer))
+        total += masked * _multiply_adds(lambda: model.forward_from(entering, layer))
+    return total * images
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
 
 
 def main() -> None:
@@ -40,7 +83,9 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="refuse, instead of training, when the run has no "
                         "current dense model")
     parser.add_argument("--naive-batch", type=int, default=512)
-    parser.add_argument("--fast-batch", type=int, default=250, help="our scan's batch (250 was fastest here)")
+    parser.add_argument("--fast-batch", type=int, default=250)
+    parser.add_argument("--sample-every", type=int, default=5,
+                        help="configurations 2-3 are timed on every N-th point and scaled to all points")
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--record", default="data/benchmarks/sensitivity_scan.json", help="where the JSON record goes")
     args = parser.parse_args()
@@ -59,41 +104,78 @@ def main() -> None:
         print(f"the run {run.run_dir} has no current dense model ({status}): training it first, as notebook 01 would")
     model, key = dense_model(run)
     weights = f"trained (run {run.run_dir.name}, dense key {key})"
-    print(f"model: width {profile.width}, {weights}; images: {len(x)} ({data.source}); "
-          f"strategy: {args.strategy}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    grid = profile.scan_sparsities
+    points = len(CONV_NAMES) * len(grid)
+    sample_layers = CONV_NAMES[:: args.sample_every] if args.sample_every > 1 else CONV_NAMES
+    print(f"model: width {profile.width}, {weights}; images: {len(x)} ({data.source}); strategy: {args.strategy}; "
+          f"{points} points; torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}", flush=True)
 
-    started = time.perf_counter()
-    naive = scan_sensitivity_naive(model.to(memory_format=torch.contiguous_format), x, y, args.strategy,
-                                   sparsities=profile.scan_sparsities, batch_size=args.naive_batch,
-                                   precision="fp32", channels_last=False)
-    naive_s = time.perf_counter() - started
-    print(f"naive: {naive_s:.1f} s")
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GMAC/s, bf16 {peak['bf16'] / 1e9:.0f} GMAC/s", flush=True)
 
-    started = time.perf_counter()
-    fast = scan_sensitivity(model.to(memory_format=torch.channels_last), x, y, args.strategy,
-                            sparsities=profile.scan_sparsities, batch_size=args.fast_batch, precision="fp32")
-    fast_s = time.perf_counter() - started
-    print(f"ours:  {fast_s:.1f} s")
+    def naive(precision, channels_last, batch, layers=CONV_NAMES):
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return timed(lambda: scan_sensitivity_naive(model.to(memory_format=layout), x, y, args.strategy,
+                                                     sparsities=grid, layers=layers, batch_size=batch,
+                                                     precision=precision, channels_last=channels_last, progress=False))
 
-    identical = naive["accuracy"].tolist() == fast["accuracy"].tolist()
-    differing = int((naive["accuracy"] != fast["accuracy"]).sum())
-    ratio = naive_s / fast_s
+    def ours(precision):
+        return timed(lambda: scan_sensitivity(model.to(memory_format=torch.channels_last), x, y, args.strategy,
+                                              sparsities=grid, batch_size=args.fast_batch, precision=precision,
+                                              progress=False))
+
+    lines = []
+
+    def line(label: str, seconds: float, how: str) -> None:
+        previous = lines[-1]["seconds"] if lines else seconds
+        baseline = lines[0]["seconds"] if lines else seconds
+        lines.append({"configuration": label, "seconds": seconds, "how": how, "step_ratio": previous / seconds,
+                      "cumulative_ratio": baseline / seconds})
+        print(f"  {label}: {seconds:.1f} s ({how}), x{previous / seconds:.2f} (step), x{baseline / seconds:.2f} "
+              "(cumulative)", flush=True)
+
+    scale = len(CONV_NAMES) / len(sample_layers)
+    sample_note = f"timed on {len(sample_layers)} of {len(CONV_NAMES)} layers, scaled"
+    naive_fp32, t_naive = naive("fp32", False, args.naive_batch)
+    line(f"naive, fp32, NCHW, batch {args.naive_batch}", t_naive, "every point")
+    _, t = naive("fp32", True, args.naive_batch, sample_layers)
+    line("+ channels_last", t * scale, sample_note)
+    _, t = naive("fp32", True, args.fast_batch, sample_layers)
+    t_naive_same = t * scale
+    line(f"+ batch {args.fast_batch}", t_naive_same, sample_note)
+    ours_fp32, t_ours_fp32 = ours("fp32")
+    line("+ our method (prefix reuse, mask swap)", t_ours_fp32, "every point")
+    ours_bf16, t_ours = ours("bf16")
+    line("+ bf16 autocast (the study's precision) = ours", t_ours, "every point")
+    naive_bf16, t_naive_bf16 = naive("bf16", True, args.fast_batch)
+    print(f"  (naive at bf16, channels_last, batch {args.fast_batch}, for the bf16 identity check: {t_naive_bf16:.1f} s)")
+
+    identical_fp32 = naive_fp32["accuracy"].tolist() == ours_fp32["accuracy"].tolist()
+    identical_bf16 = naive_bf16["accuracy"].tolist() == ours_bf16["accuracy"].tolist()
+    identical = identical_fp32 and identical_bf16
+    macs = scan_multiply_adds(model, args.strategy, grid, len(x))
+    floor = macs / peak["bf16"]
+    ratio = t_naive / t_ours
+    method_only = {"fp32": t_naive_same / t_ours_fp32, "bf16": t_naive_bf16 / t_ours}
     record = {
         "benchmark": "sensitivity_scan",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name, "width": profile.width, "strategy": args.strategy, "images": len(x),
-        "data": data.source, "weights": weights, "points": len(fast),
-        "naive_batch": args.naive_batch, "ours_batch": args.fast_batch,
-        "naive_seconds": naive_s, "ours_seconds": fast_s, "speedup": ratio,
-        "identical": identical, "points_differing": differing,
+        "data": data.source, "weights": weights, "points": points,
+        "naive_batch": args.naive_batch, "ours_batch": args.fast_batch, "ours_precision": "bf16",
+        "ablation": lines, "naive_seconds": t_naive, "ours_seconds": t_ours, "speedup": ratio,
+        "method_only": method_only, "naive_bf16_seconds": t_naive_bf16,
+        "identical": identical, "identical_fp32": identical_fp32, "identical_bf16": identical_bf16,
+        "scan_multiply_adds": macs, "matmul_peak_mac_per_s": peak, "floor_seconds": floor, "limit": floor / t_ours,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
-        "machine": platform.machine(),
-        "code_version": code_version(),
+        "machine": platform.machine(), "code_version": code_version(),
     }
     out = resolve_path(args.record)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"points: {len(fast)}, differing: {differing}; record: {out}")
+    print(f"identical in fp32: {identical_fp32}, in bf16: {identical_bf16}; record: {out}")
+    print(f"floor: {floor:.1f} s ({macs / 1e12:.2f} T multiply-adds at the bf16 peak); limit: {100 * floor / t_ours:.0f}%")
+    print(f"method-only: {method_only['bf16']:.2f}x (bf16; fp32: {method_only['fp32']:.2f}x, naive timed on a sample)")
     print(f"speedup: {ratio:.2f}x, identical: {identical}")
 
 

@@ -39,7 +39,7 @@ from pruning_utils.config import get_profile
 from pruning_utils.data import augment_batch, load_splits
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.runs import code_version, resolve_path
-from pruning_utils.latency import cpu_model
+from pruning_utils.latency import cpu_model, matmul_peak
 from pruning_utils.evaluation import autocast, prepare_batch, resolve_precision
 
 
@@ -98,22 +98,6 @@ def time_tensor_pipeline(model, x, y, batch_size, steps, warmup, precision: str,
         loss.backward()
         optimizer.step()
     return steps * batch_size / (time.perf_counter() - started)
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, seconds: float = 0.5) -> float:
-    """Multiply-adds per second of an n x n x n matrix product in ``dtype``: the best of ``repeats``
-    timings of about ``seconds`` each (this machine's practical peak for dense math)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(repeats):
-        count, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            a @ b
-            count += 1
-        best = max(best, count * n**3 / elapsed)
-    return best
 
 
 def main() -> None:

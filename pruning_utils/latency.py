@@ -35,6 +35,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, seconds: float = 0.5) -> float:
+    """Multiply-adds per second of an n x n x n matrix product in ``dtype``: the best of ``repeats``
+    timings of about ``seconds`` each (this machine's practical peak for dense math, for benchmarks)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            a @ b
+            count += 1
+        best = max(best, count * n**3 / elapsed)
+    return best
+
+
 def _validate_positive_ints(name: str, values: Sequence[int], minimum: int) -> None:
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

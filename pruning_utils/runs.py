@@ -61,20 +61,23 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+CODE_VERSION_ENV_VAR = "PRUNING_CODE_VERSION"  # the commit a copied tree (no .git) was taken from
 CODE_PATHS = ("pruning_utils", "notebooks", "benchmarks", "pyproject.toml", "Makefile")  # what "code" means
 
 
 def code_version() -> str:
     """The commit (``git rev-parse --short HEAD``), with ``-dirty`` when the code (:data:`CODE_PATHS`)
-    differs from it; changed results and docs do not count. ``unknown`` outside git."""
+    differs from it; changed results and docs do not count. Outside git (a copy of the tree on
+    another machine): ``$PRUNING_CODE_VERSION`` with ``-copy`` appended, else ``unknown``."""
+    outside = f"{os.environ[CODE_VERSION_ENV_VAR]}-copy" if os.environ.get(CODE_VERSION_ENV_VAR) else "unknown"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
                               text=True, timeout=10).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=project_root(),
                                  capture_output=True, text=True, timeout=10).stdout.strip()
-        return (head + ("-dirty" if changed else "")) if head else "unknown"
+        return (head + ("-dirty" if changed else "")) if head else outside
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return outside
 
 
 _held: dict[str, int] = {}  # run directories locked by this process -> nesting depth

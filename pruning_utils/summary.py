@@ -139,11 +139,15 @@ def benchmarks_markdown(records_dir: Path) -> str:
     scan = records_dir / "sensitivity_scan.json"
     if scan.exists():
         r = json.loads(scan.read_text())
+        steps = "; ".join(f"{a['configuration']} {a['seconds']:.0f} s (x{a['step_ratio']:.2f}"
+                          f"{', sampled' if 'sample' in a['how'] else ''})" for a in r.get("ablation", []))
+        limit = (f"; floor at the bf16 matmul peak {r['floor_seconds']:.1f} s, **limit {100 * r['limit']:.0f}%**, "
+                 f"**method-only {r['method_only']['bf16']:.2f}x** (bf16)" if "limit" in r else "")
         lines.append(
             f"- Sensitivity scan ({r['strategy']}, {r['points']} points, {r['images']:,} validation images, width "
-            f"{r['width']}, {r['weights']}, {r.get('cpu', 'CPU not recorded')}, {r['threads']} threads, {r['when']}): naive (copy, prune, whole network, "
-            f"fp32 NCHW, batch {r.get('naive_batch', '?')}) {r['naive_seconds']:.0f} s, ours (fp32 channels_last, batch "
-            f"{r.get('ours_batch', '?')}) {r['ours_seconds']:.0f} s, **speedup {r['speedup']:.2f}x, identical: {r['identical']}** "
+            f"{r['width']}, {r['weights']}, {r.get('cpu', 'CPU not recorded')}, {r['threads']} threads, {r['when']}): "
+            f"{steps or 'naive ' + format(r['naive_seconds'], '.0f') + ' s, ours ' + format(r['ours_seconds'], '.0f') + ' s'}"
+            f"{limit}; **speedup {r['speedup']:.2f}x, identical: {r['identical']}** "
             f"(`python benchmarks/sensitivity_scan.py`)."
         )
     train = records_dir / "train_throughput.json"
