@@ -67,9 +67,12 @@ CODE_PATHS = ("pruning_utils", "notebooks", "benchmarks", "pyproject.toml", "Mak
 
 def code_version() -> str:
     """The commit (``git rev-parse --short HEAD``), with ``-dirty`` when the code (:data:`CODE_PATHS`)
-    differs from it; changed results and docs do not count. Outside git (a copy of the tree on
-    another machine): ``$PRUNING_CODE_VERSION`` with ``-copy`` appended, else ``unknown``."""
-    outside = f"{os.environ[CODE_VERSION_ENV_VAR]}-copy" if os.environ.get(CODE_VERSION_ENV_VAR) else "unknown"
+    differs from it; changed results and docs do not count. A copy of the tree run elsewhere (a GPU
+    machine, whose copied ``.git`` may name another commit) states its commit in
+    ``$PRUNING_CODE_VERSION``, recorded with ``-copy`` appended. ``unknown`` outside git."""
+    if os.environ.get(CODE_VERSION_ENV_VAR):
+        return f"{os.environ[CODE_VERSION_ENV_VAR]}-copy"
+    outside = "unknown"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
                               text=True, timeout=10).stdout.strip()

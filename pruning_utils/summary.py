@@ -275,6 +275,35 @@ def seeds_markdown(run_dir: Path) -> str:
     return "\n".join(parts).rstrip()
 
 
+def notebook_times_markdown(run_dir: Path) -> str:
+    """Seconds each notebook's steps took when they were computed, from the run's provenance records
+    (each step once per key), with the CPU and code version that made them."""
+    from .artifacts import spec_for
+
+    rows = {}
+    for path in sorted((run_dir / "provenance").glob("*.json")):
+        r = json.loads(path.read_text())
+        rows[(r["step"], r["key"])] = {"notebook": spec_for(r["artifact"]).notebook, "seconds": r.get("seconds", 0.0),
+                                       "cpu": r.get("cpu", "?"), "created": r.get("created", "")[:16]}
+    if not rows:
+        return "(no records)"
+    frame = pd.DataFrame(rows.values())
+    table = frame.groupby("notebook").agg(seconds=("seconds", "sum"), steps=("seconds", "size"),
+                                          computed=("created", lambda c: f"{min(c)} .. {max(c)}"))
+    table["minutes"] = (table.pop("seconds") / 60).round(1)
+    total = table["minutes"].sum()
+    return (_md(table.reset_index()[["notebook", "minutes", "steps", "computed"]])
+            + f"\n\nIn all {total:.1f} min of computation on {', '.join(sorted(frame['cpu'].unique()))} "
+            "(wall-clock of each step as recorded; a step computed while another job ran reads slower).")
+
+
+def paper_markdown(run_dir: Path) -> str:
+    """The paper profile's run (the original's recipe at full width, computed on a GPU), if committed."""
+    if not (run_dir / "run.json").exists():
+        return "(no paper-profile run committed)"
+    return f"Run: {run_label(run_dir)}.\n\n" + seeds_markdown(run_dir)
+
+
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
     readme = readme or project_root() / "README.md"
     text = readme.read_text()
@@ -285,12 +314,14 @@ def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
         "differences": differences_markdown(run_dir),
         "beyond": beyond_markdown(run_dir),
         "seeds": seeds_markdown(run_dir),
+        "paper": paper_markdown(resolve_path("data/runs/paper")),
+        "times": notebook_times_markdown(run_dir),
         "benchmarks": benchmarks_markdown(resolve_path("data/benchmarks")),
     }
     for name, content in blocks.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda m: m.group(1) + content + m.group(2), text)
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
+        if pattern.search(text):  # (an empty block too)
+            text = pattern.sub(lambda m: m.group(1) + content + "\n" + m.group(2), text)
     readme.write_text(text)
     return readme
 

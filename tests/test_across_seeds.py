@@ -4,6 +4,7 @@ seed list, and the steps of notebook 07 on a tiny run of two seeds."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
 from pruning_utils.runs import open_run
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = {"synthetic_sizes": (400, 100, 100), "epochs": 2, "finetune_epochs": 1, "recalibration_batches": 2,
         "curve_epochs": 3}
 
@@ -126,3 +128,15 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     seconds = across_seeds.step_seconds(runs)
     assert {"dense", "recovery_curve", "original_budgets", "narrow_dense"} <= set(seconds["step"])
     assert (seconds.groupby(["seed", "step", "key"]).size() == 1).all()
+
+
+def test_readme_blocks_are_filled_even_when_empty(tmp_path):
+    from pruning_utils.summary import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- generated:seeds -->\n<!-- /generated:seeds -->\nb\n<!-- generated:table1 -->\nold\n"
+                      "<!-- /generated:table1 -->\n")
+    update_readme(ROOT / "data" / "runs" / "cpu", readme)
+    text = readme.read_text()
+    assert "what each seed's run holds" in text and "old" not in text and "| conv0 |" in text
+    assert text.startswith("a\n") and "\nb\n" in text

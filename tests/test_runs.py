@@ -65,3 +65,12 @@ def test_the_lock_refuses_a_second_process_and_is_reentrant(tmp_path, lock_holde
         except RunBusyError:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+def test_code_version_of_a_copied_tree_is_the_stated_commit(monkeypatch):
+    from pruning_utils.runs import code_version
+
+    monkeypatch.setenv("PRUNING_CODE_VERSION", "abc1234")
+    assert code_version() == "abc1234-copy"  # a copy's own .git may name another commit: the launcher's word wins
+    monkeypatch.delenv("PRUNING_CODE_VERSION")
+    assert code_version() != "abc1234-copy"
