@@ -49,6 +49,7 @@ STEP_VERSIONS: dict[str, int] = {
     "recovery_curve": 1,
     "original_budgets": 1,
     "narrow_dense": 1,
+    "recovery_methods": 1,
 }
 
 
@@ -83,6 +84,7 @@ REGISTRY: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("recovery_curve_{strategy}.csv", "recovery_curve", "07_across_seeds"),
     ArtifactSpec("original_budgets.csv", "original_budgets", "07_across_seeds"),
     ArtifactSpec("narrow_dense.csv", "narrow_dense", "07_across_seeds"),
+    ArtifactSpec("recovery_methods.csv", "recovery_methods", "07_across_seeds"),
 )
 
 

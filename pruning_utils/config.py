@@ -9,8 +9,8 @@ prints it.
 - ``paper``: what the original code ran. Full width, Adam lr 1e-4, batch 512, 100 dense epochs,
   20 fine-tuning epochs, random crop + flip, no input normalisation. A GPU job.
 - ``cpu``: the default without a GPU. Width 0.25 (conv channels 16/32/64/128), 25 epochs of
-  one-cycle SGD with bf16 autocast, head without dropout and with He init; the five-notebook
-  study fits in about 25 minutes on 2 cores.
+  one-cycle SGD with bf16 autocast, head without dropout and with He init; the
+  study (01-06, one seed) takes an estimated hour on 2 cores; notebook 07 adds the other seeds.
 - ``smoke``: the whole study in about 2 minutes on procedurally generated images (no dataset,
   no network), for tests and the nbval regression.
 """

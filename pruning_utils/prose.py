@@ -207,9 +207,10 @@ def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr:
     parts += [f"`{s}` not within {curve_epochs} epochs" for s, e in plateaus.items() if e is None]
     longest = max(reached.values()) if reached else None
     verdict = ("the profile's fine-tuning length, "
-               f"{finetune_epochs} epochs, {'covers' if longest is not None and finetune_epochs >= longest else 'is shorter than'}"
+               f"{finetune_epochs} epoch{'s' if finetune_epochs != 1 else ''}, {'covers' if longest is not None and finetune_epochs >= longest else 'is shorter than'}"
                f" the longest plateau ({longest} epochs)" if longest is not None else
-               f"no curve levels off within {curve_epochs} epochs, so the profile's {finetune_epochs} epochs are not shown to be enough")
+               f"no curve levels off within {curve_epochs} epochs, so the profile's {finetune_epochs} fine-tuning "
+               f"epoch{'s' if finetune_epochs != 1 else ''} are not shown to be enough")
     return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off (5 more epochs gain less than 0.2 "
             f"points, 3-epoch average) for " + "; ".join(parts) + f". Table 2 fine-tunes with the profile's schedule; {verdict}.")
 
@@ -238,3 +239,17 @@ def narrow_prose(table: pd.DataFrame) -> str:
         lines.append(f"- **{strategy}**, equal {matched}: pruned {r['pruned, fine-tuned (%)']}% against narrow dense "
                      f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {diff:+.1f} points, {verdict}.")
     return "\n".join(lines)
+
+
+def methods_prose(methods: pd.DataFrame, dense_acc: float, seed_sd: float) -> str:
+    """Per strategy, the ways to recover ranked (one seed; ``seed_sd``: the dense models' sd over seeds)."""
+    lines = []
+    for strategy, group in methods.groupby("strategy", sort=False):
+        ranked = group.sort_values("acc_finetuned", ascending=False)
+        lines.append(f"- **{strategy}**: " + ", ".join(f"{r.method} {r.acc_finetuned:.1f}%" for r in ranked.itertuples())
+                     + f" (dense {dense_acc:.1f}%).")
+    epochs = int(methods["epochs"].iloc[0])
+    spread = (f"the dense models of the seeds have an sd of {seed_sd:.2f} points, so gaps of that size here are not "
+              "findings" if seed_sd == seed_sd else "its spread over seeds is not measured")
+    return (f"Test accuracy after {epochs} epoch{'s' if epochs != 1 else ''} of each way to recover (one seed: the "
+            f"run's own; {spread}):\n\n" + "\n".join(lines))

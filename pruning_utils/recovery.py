@@ -90,6 +90,7 @@ def recover(
     on_epoch_end=None,
     progress: bool = False,
     desc: str = "fine-tune",
+    **train_options,
 ) -> tuple[dict, pd.DataFrame]:
     """Prune ``model`` in place to ``sparsities`` and recover it (see the module docstring).
 
@@ -97,7 +98,8 @@ def recover(
     and ``identity`` make the fine-tuning resumable (:func:`pruning_utils.training.train`);
     ``track_validation`` adds validation accuracy per epoch to the history, ``track_test`` test
     accuracy (percent, column ``test_acc``); ``on_epoch_end`` is
-    passed to :func:`pruning_utils.training.train`.
+    passed to :func:`pruning_utils.training.train`, with ``train_options`` (``first_epoch`` for
+    learning-rate rewinding, ``teacher`` for distillation).
     Returns the row of measurements and the fine-tuning history (empty for 0 epochs).
     """
     check_strategy(strategy)
@@ -126,7 +128,8 @@ def recover(
                         precision=settings.precision, checkpoint=checkpoint, identity=identity,
                         eval_batch_size=settings.eval_batch_size, progress=progress, desc=desc,
                         on_epoch_end=on_epoch_end,
-                        measure=(lambda m: {"test_acc": _accuracy(m, data, settings, device)}) if track_test else None)
+                        measure=(lambda m: {"test_acc": _accuracy(m, data, settings, device)}) if track_test else None,
+                        **train_options)
     model.eval()
     row["acc_finetuned"] = _accuracy(model, data, settings, device) if settings.recipe.epochs > 0 \
         else row["acc_recalibrated"]

@@ -196,3 +196,55 @@ def pruned_sizes(results: pd.DataFrame, width: float) -> pd.DataFrame:
     dense = VGG16(width=width)
     return results.assign(conv_weights=conv_weight_count(dense) * results["conv_weights_kept_pct"] / 100,
                           multiply_adds=count_multiply_adds(dense) * results["multiply_adds_kept_pct"] / 100)
+
+
+# --- ways to recover, at equal epochs ----------------------------------------------------------------
+
+DISTILL_ALPHA = 0.9  # weight of the distillation term (Hinton et al. 2015; 0.9 with T = 4 is common on CIFAR)
+DISTILL_TEMPERATURE = 4.0
+METHODS = ("constant rate", "one-cycle (Table 2)", "LR rewinding", "distillation")
+METHOD_COLUMNS = ["strategy", "method", "epochs", "acc_finetuned", "conv_weights_kept_pct"]
+
+
+def _recover_with(run: Run, dense, sparsities, strategy: str, settings: RecoverySettings, **options) -> list[dict]:
+    row, _ = recover(copy_model(dense), run.data, sparsities, strategy, settings, **options)
+    return [row]
+
+
+def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """Each strategy at Table 1's sparsities recovered for the same number of epochs (Table 2's) in
+    four ways: a small constant rate (the original's way, read from the recovery curve at that
+    epoch), the profile's one-cycle fine-tuning (Table 2), learning-rate rewinding (the dense
+    recipe's last epochs, Renda et al. 2020), and the one-cycle fine-tuning with distillation from
+    the dense model (``DISTILL_ALPHA``, ``DISTILL_TEMPERATURE``)."""
+    epochs = run.profile.finetune.epochs
+    if epochs > run.profile.curve_epochs or epochs >= run.profile.train.epochs:
+        raise ValueError(f"recovery methods compare {epochs} epochs: needs curve_epochs >= {epochs} and "
+                         f"more dense epochs than that (have {run.profile.curve_epochs}, {run.profile.train.epochs})")
+    table1 = chosen_sparsities(run, force=False)
+    dense, dense_key = dense_model(run)
+    table2_rows = table2(run, force=False).set_index("strategy")
+    settings = recovery_settings(run)
+    rewind = replace(settings, recipe=run.profile.train)
+    points: list[Point] = []
+    for strategy in STRATEGIES:
+        sparsities = sparsity_dict(table1, strategy)
+        curve = recovery_curve(run, strategy, force=False).set_index("epoch")
+        known = {"constant rate": curve.at[epochs, "test_acc"],
+                 "one-cycle (Table 2)": table2_rows.at[strategy, "acc_finetuned"]}
+        kept = table2_rows.at[strategy, "conv_weights_kept_pct"]
+        for method, value in known.items():  # already measured: a point whose work returns the stored number
+            key = step_key("recovery_methods", {"measured": method, "strategy": strategy, "value": float(value)})
+            points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
+                           partial(lambda v, k: [{"acc_finetuned": float(v), "conv_weights_kept_pct": float(k)}],
+                                   value, kept)))
+        base = {**point_base(run, dense_key), "strategy": strategy, "sparsities": sparsities}
+        trained = {"LR rewinding": (rewind, {"first_epoch": run.profile.train.epochs - epochs}),
+                   "distillation": (settings, {"teacher": dense, "distill_alpha": DISTILL_ALPHA,
+                                               "distill_temperature": DISTILL_TEMPERATURE})}
+        for method, (how, options) in trained.items():
+            named = {k: v for k, v in options.items() if k != "teacher"}
+            key = step_key("recovery_methods", {**base, "method": method, "recovery": how.as_inputs(), **named})
+            points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
+                           partial(_recover_with, run, dense, sparsities, strategy, how, **options)))
+    return experiment_table(run, "recovery_methods", points, METHOD_COLUMNS, force)

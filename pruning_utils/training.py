@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def train(
     desc: str = "train",
     on_epoch_end: EpochCallback | None = None,
     measure: Callable[[nn.Module], dict] | None = None,
+    first_epoch: int = 0,
+    teacher: nn.Module | None = None,
+    distill_alpha: float = 0.9,
+    distill_temperature: float = 4.0,
 ) -> pd.DataFrame:
     """Train ``model`` in place for ``recipe.epochs`` epochs; return the per-epoch history.
 
@@ -110,6 +115,12 @@ def train(
     history without training). ``measure(model)`` returns extra per-epoch measurements (name ->
     number) that join each epoch's record, and so the history and the checkpoint.
     ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is on disk.
+
+    ``first_epoch`` > 0 runs only the recipe's last ``recipe.epochs - first_epoch`` epochs, with
+    the learning-rate (and momentum) schedule where it would be at that epoch: learning-rate
+    rewinding (Renda et al. 2020) is the dense recipe with ``first_epoch = epochs - budget``.
+    With a ``teacher`` (kept in eval mode), the loss is knowledge distillation (Hinton et al. 2015):
+    ``distill_alpha * T^2 * KL(teacher || student at temperature T) + (1 - distill_alpha) * cross-entropy``.
     """
     device = pick_device(device) if device is None or isinstance(device, str) else device
     precision = resolve_precision(precision, device)
@@ -121,7 +132,16 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     history: list[dict] = []
-    start_epoch = 0
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or not 0 <= first_epoch < max(1, recipe.epochs):
+        raise ValueError(f"first_epoch must be an int in [0, {recipe.epochs}), got {first_epoch!r}")
+    if first_epoch:
+        with warnings.catch_warnings():  # stepping the schedule ahead without optimizer steps, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(first_epoch * steps_per_epoch):
+                scheduler.step()
+    if teacher is not None:
+        teacher.eval()
+    start_epoch = first_epoch
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and resume and path.exists():
         state = load_checkpoint(path, identity or {}, device)
@@ -150,6 +170,12 @@ def train(
             with autocast(device, precision):
                 logits = model(inputs)
                 loss = F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.log_softmax(teacher(inputs).float() / distill_temperature, dim=1)
+                    kl = F.kl_div(F.log_softmax(logits.float() / distill_temperature, dim=1), soft, log_target=True,
+                                  reduction="batchmean")
+                    loss = distill_alpha * distill_temperature**2 * kl + (1 - distill_alpha) * loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -140,3 +140,20 @@ def test_readme_blocks_are_filled_even_when_empty(tmp_path):
     text = readme.read_text()
     assert "what each seed's run holds" in text and "old" not in text and "| conv0 |" in text
     assert text.startswith("a\n") and "\nb\n" in text
+
+
+def test_recovery_methods_on_a_tiny_run(tmp_path):
+    run = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False, **TINY)
+    methods = recovery_study.recovery_methods(run)
+    assert len(methods) == 12 and set(methods["method"]) == set(recovery_study.METHODS)
+    m = methods.set_index(["strategy", "method"])["acc_finetuned"]
+    curves = {s: recovery_study.recovery_curve(run, s).set_index("epoch") for s in steps.STRATEGIES}
+    table2 = steps.table2(run).set_index("strategy")
+    epochs = run.profile.finetune.epochs
+    for s in steps.STRATEGIES:
+        assert m[(s, "constant rate")] == curves[s].at[epochs, "test_acc"]
+        assert m[(s, "one-cycle (Table 2)")] == table2.at[s, "acc_finetuned"]
+    assert methods["epochs"].eq(epochs).all()
+    with pytest.raises(ValueError, match="recovery methods"):
+        recovery_study.recovery_methods(open_run("smoke", tmp_path / "long", progress=False,
+                                                 figures_dir=tmp_path / "f2", **{**TINY, "finetune_epochs": 5}))

@@ -131,3 +131,28 @@ def test_masks_stay_enforced_while_training(synthetic):
         assert torch.equal(layer_masks(model)[name], masks[name])
         assert torch.all(conv.weight[~masks[name]] == 0)
         assert torch.all(conv.bias[~masks[name].flatten(1).any(1)] == 0)
+
+
+def test_rewinding_replays_the_end_of_the_schedule_and_distillation_trains(synthetic):
+    import torch
+
+    from pruning_utils.config import Recipe
+    from pruning_utils.model import VGG16
+    from pruning_utils.training import train
+
+    recipe = Recipe(epochs=4, optimizer="sgd", lr=0.1, schedule="onecycle")
+    x, y = synthetic.train_x[:200], synthetic.train_y[:200]
+    full = train(VGG16(width=0.125), x, y, recipe, batch_size=50, precision="fp32", progress=False)
+    tail = train(VGG16(width=0.125), x, y, recipe, batch_size=50, precision="fp32", progress=False, first_epoch=2)
+    assert tail["epoch"].tolist() == [3, 4]
+    assert tail["lr"].tolist() == pytest.approx(full["lr"].tolist()[2:])  # the same schedule, its last two epochs
+    with pytest.raises(ValueError, match="first_epoch"):
+        train(VGG16(width=0.125), x, y, recipe, batch_size=50, progress=False, first_epoch=4)
+    torch.manual_seed(0)
+    teacher = VGG16(width=0.125)
+    distilled = train(VGG16(width=0.125), x, y, Recipe(epochs=1, optimizer="adamw", lr=1e-3), batch_size=50,
+                      precision="fp32", progress=False, teacher=teacher)
+    plain = train(VGG16(width=0.125), x, y, Recipe(epochs=1, optimizer="adamw", lr=1e-3), batch_size=50,
+                  precision="fp32", progress=False)
+    assert distilled["loss"].iloc[0] != plain["loss"].iloc[0]  # the teacher changes the objective
+    assert teacher.training is False
