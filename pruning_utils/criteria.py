@@ -11,8 +11,11 @@ Granularities (``sparsity = #removed units / #units``; ``round(sparsity * #units
 
 Units with the smallest scores are removed; ties are broken by position (the lower flat index is
 removed first), so masks are deterministic. ``norm="random"`` scores units with uniform noise
-from a seeded generator: the control that asks whether magnitude matters at all. A sparsity that
-would remove every unit of a weight is refused: a layer always keeps at least one unit.
+from a seeded generator: the control that asks whether magnitude matters at all.
+``norm="taylor"`` scores units by a given per-weight ``importance`` (the first-order Taylor
+estimate ``|w * dL/dw|`` summed over batches, :mod:`pruning_utils.importance`), summed per unit:
+the loss-aware alternative to magnitude. A sparsity that would remove every unit of a weight is
+refused: a layer always keeps at least one unit.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import torch
 from .model import CONV_NAMES
 
 STRATEGIES: tuple[str, ...] = ("fine-grained", "kernel", "filter")
-NORMS: tuple[int | str, ...] = (2, 1, "random")
-Norm = Literal[1, 2, "random"]
+NORMS: tuple[int | str, ...] = (2, 1, "random", "taylor")
+Norm = Literal[1, 2, "random", "taylor"]
 
 
 def check_strategy(strategy: str) -> None:
@@ -79,15 +82,21 @@ def units_removed(sparsity: float, n_units: int) -> int:
 
 
 def unit_scores(
-    weight: torch.Tensor, strategy: str, norm: Norm = 2, generator: torch.Generator | None = None
+    weight: torch.Tensor, strategy: str, norm: Norm = 2, generator: torch.Generator | None = None,
+    importance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One importance score per pruning unit, in the unit's natural shape.
 
     Returns ``|W|`` (shape of ``weight``) for fine-grained, the per-kernel norm
-    (``[C_out, C_in]``) for kernel and the per-filter norm (``[C_out]``) for filter.
+    (``[C_out, C_in]``) for kernel and the per-filter norm (``[C_out]``) for filter; with
+    ``norm="taylor"``, ``importance`` (shape of ``weight``) summed over each unit instead.
     """
     check_strategy(strategy)
     check_norm(norm)
+    if (norm == "taylor") != (importance is not None):
+        raise ValueError("norm='taylor' needs a per-weight importance tensor, and only it takes one")
+    if importance is not None and importance.shape != weight.shape:
+        raise ValueError(f"importance has shape {tuple(importance.shape)}, the weight {tuple(weight.shape)}")
     if strategy != "fine-grained" and weight.dim() != 4:
         raise ValueError(
             f"{strategy} pruning needs a 4-D conv weight [C_out, C_in, k, k], got shape {tuple(weight.shape)}"
@@ -96,6 +105,9 @@ def unit_scores(
     unit_shape = {"fine-grained": w.shape, "kernel": w.shape[:2], "filter": w.shape[:1]}[strategy]
     if norm == "random":
         return torch.rand(unit_shape, generator=generator, device="cpu").to(w.device)
+    if norm == "taylor":
+        t = importance.detach().float().to(w.device)
+        return t if strategy == "fine-grained" else (t.flatten(2) if strategy == "kernel" else t.flatten(1)).sum(-1)
     if strategy == "fine-grained":
         return w.abs()
     flat = w.flatten(2) if strategy == "kernel" else w.flatten(1)
@@ -138,6 +150,7 @@ def make_mask(
     norm: Norm = 2,
     generator: torch.Generator | None = None,
     current: torch.Tensor | None = None,
+    importance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keep-mask (``True`` = kept) of the same shape as ``weight``; see the module docstring.
 
@@ -149,7 +162,9 @@ def make_mask(
     """
     check_sparsity(sparsity)
     effective = weight if current is None else weight * current
-    scores = unit_scores(effective, strategy, norm, generator)
+    if importance is not None and current is not None:
+        importance = importance * current
+    scores = unit_scores(effective, strategy, norm, generator, importance)
     if current is not None:
         gone = removed_units(current, strategy)
         target = round(sparsity * scores.numel())

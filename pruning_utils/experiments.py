@@ -25,13 +25,14 @@ from .artifacts import ArtifactError, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
 from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy, unit_scores, units_removed
+from .importance import taylor_importance
 from .latency import cpu_model, latency_table
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
 from .runs import Run
 from .steps import chosen_sparsities, dense_model, recovery_settings, sensitivity, seven_models, sparsity_dict
 
-CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random"}
+CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random", "taylor": "Taylor"}
 _MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
 FRONTIER_COLUMNS = ["strategy", "allocation", "budget", *_MEASURED]
 CRITERIA_COLUMNS = ["strategy", "criterion", "seed", *_MEASURED]
@@ -118,11 +119,15 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
 
 def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: Mapping[str, Mapping[str, float]],
                     settings: RecoverySettings, norms: Sequence[Norm] = (2, 1, "random"),
-                    random_seeds: int = 3) -> list[Point]:
-    """The same per-layer sparsities pruned by L2 norm, L1 norm and at random (seeds
-    ``0 .. random_seeds - 1`` for the selection; recovery always uses ``settings.seed``)."""
+                    random_seeds: int = 3, importance: Mapping[str, torch.Tensor] | None = None,
+                    importance_inputs: dict | None = None) -> list[Point]:
+    """The same per-layer sparsities pruned by L2 norm, L1 norm, at random (seeds
+    ``0 .. random_seeds - 1`` for the selection; recovery always uses ``settings.seed``) and, with
+    ``"taylor"`` in ``norms``, by the Taylor ``importance`` (made from ``importance_inputs``, for the key)."""
     check_choices("strategies", list(sparsities_by_strategy), STRATEGIES)
     check_choices("norms", norms, list(CRITERIA))
+    if "taylor" in norms and (importance is None or importance_inputs is None):
+        raise ValueError("the Taylor criterion needs the importance and what it was computed from")
     if "random" in norms and (isinstance(random_seeds, bool) or not isinstance(random_seeds, int)
                               or random_seeds < 1):
         raise ValueError(f"random_seeds must be an int >= 1, got {random_seeds!r}")
@@ -132,10 +137,12 @@ def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: 
         for norm in norms:
             for seed in range(random_seeds) if norm == "random" else [0]:
                 fixed = {"strategy": strategy, "criterion": CRITERIA[norm], "seed": seed}
+                extra = {"importance": importance_inputs} if norm == "taylor" else {}
                 key = step_key("criteria", {**base, **fixed, "sparsities": dict(sparsities),
-                                            "recovery": settings.as_inputs()})
+                                            "recovery": settings.as_inputs(), **extra})
                 generator = torch.Generator().manual_seed(seed) if norm == "random" else None
-                work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator)
+                work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator,
+                               importance=importance if norm == "taylor" else None)
                 points.append((key, f"{strategy} {CRITERIA[norm]} {seed}", fixed, work))
     return points
 
@@ -190,16 +197,25 @@ def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Seque
     return experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force)
 
 
-def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random"), random_seeds: int | None = None,
+def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random", "taylor"), random_seeds: int | None = None,
              finetune_epochs: int | None = None, force: bool | None = None) -> pd.DataFrame:
-    """L2 / L1 / random selection at Table 1's sparsities (defaults: the profile's ``random_seeds``
-    and ``short_finetune_epochs``)."""
+    """L2 / L1 / random / Taylor selection at Table 1's sparsities (defaults: the profile's
+    ``random_seeds`` and ``short_finetune_epochs``; Taylor importance from the dense model on the
+    validation split)."""
     table1 = chosen_sparsities(run, force=False)
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
+    check_choices("norms", norms, list(CRITERIA))  # before any work
+    importance = importance_inputs = None
+    if "taylor" in norms:
+        importance_inputs = {"dense": dense_key, "data": run.data_inputs(), "split": "val",
+                             **run.settings("eval_batch_size", "precision")}
+        importance = taylor_importance(dense, run.data.val_x, run.data.val_y, batch_size=run.profile.eval_batch_size,
+                                       precision=run.precision)
     points = criteria_points(dense, run.data, point_base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
                              recovery_settings(run, epochs), norms,
-                             run.profile.random_seeds if random_seeds is None else random_seeds)
+                             run.profile.random_seeds if random_seeds is None else random_seeds,
+                             importance, importance_inputs)
     return experiment_table(run, "criteria", points, CRITERIA_COLUMNS, force)
 
 

@@ -69,13 +69,15 @@ def prune_model(
     norm: Norm = 2,
     remove_filter_outputs: bool = True,
     generator: torch.Generator | None = None,
+    importance: Mapping[str, torch.Tensor] | None = None,
 ) -> VGG16:
     """Prune ``model``'s conv layers in place to the given sparsities and return it.
 
     ``sparsities`` maps ``conv0`` ... ``conv11`` (any subset) to a sparsity in ``[0, 1)``: the
     *total* fraction of units removed in that layer. On a layer already pruned, units removed
     before stay removed and count towards the total (iterative pruning calls this once per
-    round with growing sparsities); the others are scored on the effective weight.
+    round with growing sparsities); the others are scored on the effective weight (or, with
+    ``norm="taylor"``, on ``importance[layer]``).
     """
     check_strategy(strategy)
     check_sparsities(sparsities)
@@ -85,7 +87,8 @@ def prune_model(
         conv = convs[name]
         try:
             masks[name] = make_mask(effective_weight(conv), sparsity, strategy, norm=norm, generator=generator,
-                                    current=current_mask(conv))
+                                    current=current_mask(conv),
+                                    importance=None if importance is None else importance[name])
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
     for name, mask in masks.items():

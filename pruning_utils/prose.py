@@ -135,14 +135,15 @@ def frontier_prose(frontier: pd.DataFrame) -> str:
 def criteria_prose(criteria: pd.DataFrame) -> str:
     means = criteria.groupby(["strategy", "criterion"], sort=False)["acc_finetuned"].mean()
     pruned = criteria.groupby(["strategy", "criterion"], sort=False)["acc_recalibrated"].mean()
+    names = list(criteria["criterion"].unique())
     lines = []
     for strategy in criteria["strategy"].unique():
         m, p = means[strategy], pruned[strategy]
         lines.append(
-            f"- **{strategy}**: after BN recalibration L2 {p.get('L2', float('nan')):.1f}%, L1 "
-            f"{p.get('L1', float('nan')):.1f}%, random {p.get('random', float('nan')):.1f}% (mean over seeds); "
-            f"after the short fine-tune L2 {m.get('L2', float('nan')):.1f}%, L1 {m.get('L1', float('nan')):.1f}%, "
-            f"random {m.get('random', float('nan')):.1f}%."
+            f"- **{strategy}**: after BN recalibration "
+            + ", ".join(f"{c} {p.get(c, float('nan')):.1f}%" for c in names)
+            + "; after the short fine-tune " + ", ".join(f"{c} {m.get(c, float('nan')):.1f}%" for c in names)
+            + " (random: mean over its seeds)."
         )
     return "\n".join(lines)
 

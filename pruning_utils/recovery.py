@@ -81,6 +81,7 @@ def recover(
     *,
     norm: Norm = 2,
     generator: torch.Generator | None = None,
+    importance: Mapping[str, torch.Tensor] | None = None,
     remove_filter_outputs: bool = True,
     checkpoint: str | Path | None = None,
     identity: dict | None = None,
@@ -105,7 +106,7 @@ def recover(
     check_strategy(strategy)
     check_sparsities(sparsities)
     device = next(model.parameters()).device
-    prune_model(model, sparsities, strategy, norm=norm, generator=generator,
+    prune_model(model, sparsities, strategy, norm=norm, generator=generator, importance=importance,
                 remove_filter_outputs=remove_filter_outputs)
     macs = count_multiply_adds_masked(model)
     row = {"conv_weights_kept_pct": conv_weights_kept_pct(model), "params_kept_pct": params_kept_pct(model),

@@ -155,7 +155,9 @@ def test_unknown_strategy_and_norm_list_valid_ones():
         make_mask(torch.randn(4, 4, 3, 3), 0.5, "channel")
     with pytest.raises(ValueError, match="'channel'.*fine-grained, kernel, filter"):
         check_strategy("channel")
-    with pytest.raises(ValueError, match=r"'taylor'.*2, 1, 'random'"):
+    with pytest.raises(ValueError, match=r"'hessian'.*2, 1, 'random', 'taylor'"):
+        make_mask(torch.randn(4, 4, 3, 3), 0.5, "filter", norm="hessian")
+    with pytest.raises(ValueError, match="needs a per-weight importance"):
         make_mask(torch.randn(4, 4, 3, 3), 0.5, "filter", norm="taylor")
     with pytest.raises(ValueError, match="norm 3"):
         check_norm(3)

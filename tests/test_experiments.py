@@ -225,7 +225,9 @@ def test_criteria_points_seeds_and_columns(trained_tiny, synthetic, tmp_path):
 
 def test_criteria_points_reject_bad_choices(trained_tiny, synthetic):
     sparsities = {"filter": dict.fromkeys(CONV_NAMES, 0.5)}
-    with pytest.raises(ValueError, match=r"norms .*'taylor'"):
+    with pytest.raises(ValueError, match=r"norms .*'hessian'"):
+        criteria_points(trained_tiny, synthetic, BASE, sparsities, SETTINGS, norms=("hessian",))
+    with pytest.raises(ValueError, match="Taylor criterion needs the importance"):
         criteria_points(trained_tiny, synthetic, BASE, sparsities, SETTINGS, norms=("taylor",))
     with pytest.raises(ValueError, match="random_seeds .*0"):
         criteria_points(trained_tiny, synthetic, BASE, sparsities, SETTINGS, random_seeds=0)
@@ -372,8 +374,8 @@ def test_sweep_drivers_reject_bad_choices(run, monkeypatch):
         experiments.frontier(run, budgets=(1.5,), strategies=("filter",))
     with pytest.raises(ValueError, match=r"finetune.epochs .*-1"):
         experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=-1)
-    with pytest.raises(ValueError, match=r"norms .*'taylor'"):
-        experiments.criteria(run, norms=("taylor",))
+    with pytest.raises(ValueError, match=r"norms .*'hessian'"):
+        experiments.criteria(run, norms=("hessian",))
     with pytest.raises(ValueError, match="rounds .*0"):
         experiments.iterative(run, rounds=(0,))
     assert not run.path("frontier.csv").exists() and not run.path("criteria.csv").exists()
