@@ -4,7 +4,7 @@
 # Variables: PROFILE (paper | cpu | smoke; default cpu without a GPU, paper with one),
 #            DATA (a CIFAR-10 source; default ../shared/datasets/cifar10-jpeg.tar.gz when present),
 #            FORCE=1 to recompute every step, SET="finetune_epochs=2 ..." to change profile settings,
-#            SEEDS="0 1 2" for the multi-seed study (notebook 07; remembered in the run's study.json).
+#            SEEDS="0 1 2" for the multi-seed study (notebook 07; recorded in the run's study.json).
 
 PYTHON ?= python3
 VENV := .venv

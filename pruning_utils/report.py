@@ -205,22 +205,16 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def study_seeds(run_dir: Path, seed: int, given: str | None) -> list[int]:
-    """The seeds to run: ``given`` (recorded in ``study.json``), else those recorded, else ``[seed]``."""
-    path = run_dir / STUDY_FILE
-    if given:
-        seeds = parse_seeds(given)
-        if seed not in seeds:
-            raise ValueError(f"--seeds {given!r} must include the run's seed {seed}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"seeds": seeds}, indent=2) + "\n")
-        return seeds
-    if path.exists():
-        try:
-            recorded = json.loads(path.read_text())["seeds"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path} cannot be read ({error}); delete it, or pass --seeds") from error
-        return parse_seeds(",".join(str(s) for s in recorded)) if seed in recorded else [seed]
-    return [seed]
+    """The seeds to run: ``given`` (then recorded in ``study.json``, which the README's summary
+    reads), else just ``seed``: one seed stays the quick default, whatever a study recorded."""
+    if not given:
+        return [seed]
+    seeds = parse_seeds(given)
+    if seed not in seeds:
+        raise ValueError(f"--seeds {given!r} must include the run's seed {seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / STUDY_FILE, json.dumps({"seeds": seeds}, indent=2) + "\n")
+    return seeds
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -244,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="", help="default: $PRUNING_RUN_DIR or data/runs/<profile>")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the run notebooks 01-06 show")
     parser.add_argument("--seeds", default=None,
-                        help='every seed of the study, e.g. "0 1 2" (recorded in <run_dir>/study.json and used '
-                             'by later reports); with more than one, notebook 07 compares them')
+                        help='every seed of the study, e.g. "0 1 2" (recorded in <run_dir>/study.json); with more '
+                             'than one, notebook 07 compares them. Default: --seed alone')
     parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
     parser.add_argument("--force", action="store_true", help="recompute every step (passes force=True to each notebook)")
     parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
