@@ -130,11 +130,11 @@ def test_readme_blocks_are_filled_even_when_empty(tmp_path):
     from pruning_utils.summary import update_readme
 
     readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- generated:seeds -->\n<!-- /generated:seeds -->\nb\n<!-- generated:table1 -->\nold\n"
+    readme.write_text("a\n<!-- generated:seeds -->\n<!-- /generated:seeds -->\nb\n<!-- generated:table1 -->\nSTALE-CONTENT\n"
                       "<!-- /generated:table1 -->\n")
     update_readme(ROOT / "data" / "runs" / "cpu", readme)
     text = readme.read_text()
-    assert "what each seed's run holds" in text and "old" not in text and "| conv0 |" in text
+    assert "what each seed's run holds" in text and "STALE-CONTENT" not in text and "| conv0 |" in text
     assert text.startswith("a\n") and "\nb\n" in text
 
 
