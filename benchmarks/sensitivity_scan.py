@@ -36,35 +36,27 @@ import time
 from datetime import datetime, timezone
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from pruning_utils.artifacts import step_key
 from pruning_utils.criteria import unit_scores
 from pruning_utils.latency import cpu_model, matmul_peak
-from pruning_utils.model import CONV_NAMES, conv_layers
+from pruning_utils.model import CONV_NAMES, conv_layers, multiply_adds_of
 from pruning_utils.runs import code_version, open_run, resolve_path
 from pruning_utils.sensitivity import scan_sensitivity, scan_sensitivity_naive
 from pruning_utils.steps import DENSE_FILES, dense_inputs, dense_model
-
-
-def _multiply_adds(fn) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops() // 2
 
 
 def scan_multiply_adds(model, strategy: str, sparsities, images: int) -> int:
     """Multiply-adds our scan performs over ``images`` images (see the module docstring)."""
     model = model.eval()
     x = torch.zeros(1, 3, 32, 32)
-    total = _multiply_adds(lambda: model(x))  # the dense point, once
+    total = multiply_adds_of(lambda: model(x))  # the dense point, once
     for layer in CONV_NAMES:
         units = unit_scores(conv_layers(model)[layer].weight, strategy).numel()
         masked = sum(1 for s in sparsities if round(s * units) > 0)
         entering = model.features_before(x, layer)
-        total += _multiply_adds(lambda: model.features_before(x, layer))
-        total += masked * _multiply_adds(lambda: model.forward_from(entering, layer))
+        total += multiply_adds_of(lambda: model.features_before(x, layer))
+        total += masked * multiply_adds_of(lambda: model.forward_from(entering, layer))
     return total * images
 
 

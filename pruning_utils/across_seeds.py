@@ -14,13 +14,13 @@ than the seed-to-seed spread of both, the rule the report's prose uses.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from .artifacts import recorded_steps
 from .runs import Run, open_run
 
 
@@ -36,9 +36,10 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     return list(seeds)
 
 
-def seed_run_dir(run: Run, seed: int) -> Path:
-    """Where the run of ``seed`` lives in ``run``'s study: ``run`` itself, or ``<run_dir>/seed-<seed>``."""
-    return run.run_dir if seed == run.seed else run.run_dir / f"seed-{seed}"
+def seed_run_dir(study_dir: Path, study_seed: int, seed: int) -> Path:
+    """Where the run of ``seed`` lives in the study whose own run (seed ``study_seed``) is in
+    ``study_dir``: that directory itself, or ``<study_dir>/seed-<seed>``."""
+    return study_dir if seed == study_seed else study_dir / f"seed-{seed}"
 
 
 def seed_runs(run: Run, seeds: Sequence[int]) -> list[Run]:
@@ -49,7 +50,7 @@ def seed_runs(run: Run, seeds: Sequence[int]) -> list[Run]:
             runs.append(run)
             continue
         args = run.opened_with
-        runs.append(open_run(args["profile"], seed_run_dir(run, seed), seed, args["data_source"],
+        runs.append(open_run(args["profile"], seed_run_dir(run.run_dir, run.seed, seed), seed, args["data_source"],
                              figures_dir=run.figures_dir / f"seed-{seed}", force=run.force, progress=run.progress,
                              **args["overrides"]))
     return runs
@@ -91,14 +92,6 @@ def per_seed(runs: Sequence[Run], frame_of) -> pd.DataFrame:
 
 
 def step_seconds(runs: Sequence[Run]) -> pd.DataFrame:
-    """Wall-clock seconds of every recorded step of every run (from the provenance records), one row
-    per (seed, step, label): what each step cost when it was computed, and where."""
-    rows = []
-    for run in runs:
-        for path in sorted((run.run_dir / "provenance").glob("*.json")):
-            record = json.loads(path.read_text())
-            rows.append({"seed": run.seed, "step": record["step"], "key": record["key"], "artifact": record["artifact"],
-                         "seconds": record.get("seconds", float("nan")), "cpu": record.get("cpu", ""),
-                         "code_version": record.get("code_version", "")})
-    frame = pd.DataFrame(rows, columns=["seed", "step", "key", "artifact", "seconds", "cpu", "code_version"])
-    return frame.drop_duplicates(["seed", "step", "key"])  # a step's artifacts share its key and seconds
+    """Wall-clock seconds of every recorded step of every run (:func:`pruning_utils.artifacts.recorded_steps`),
+    with a ``seed`` column: what each step cost when it was computed, and where."""
+    return per_seed(runs, lambda run: recorded_steps(run.run_dir))

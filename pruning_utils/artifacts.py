@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from .data.keys import sha256_file
 
 # Bump a step's version when the computation behind its artifacts changes.
@@ -210,3 +212,14 @@ class Store:
             if record is not None:
                 out[record["artifact"]] = record
         return out
+
+
+def recorded_steps(run_dir: Path) -> pd.DataFrame:
+    """One row per computed step of a run (step, key, artifact, notebook, seconds, cpu, code_version,
+    created), from its provenance records: a step's artifacts share its key, so each counts once."""
+    rows = [{"step": r["step"], "key": r["key"], "artifact": name, "notebook": spec_for(name).notebook,
+             "seconds": r.get("seconds", float("nan")), "cpu": r.get("cpu", ""),
+             "code_version": r.get("code_version", ""), "created": r.get("created", "")}
+            for name, r in Store(Path(run_dir), {}).records().items()]
+    columns = ["step", "key", "artifact", "notebook", "seconds", "cpu", "code_version", "created"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates(["step", "key"]).reset_index(drop=True)

@@ -123,18 +123,24 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_multiply_adds(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
-    """Multiply-adds of one forward pass, from ``torch.utils.flop_counter`` (conv and linear).
+def multiply_adds_of(forward) -> int:
+    """Multiply-adds that ``forward()`` performs (conv and linear), from ``torch.utils.flop_counter``.
 
     ``FlopCounterMode`` reports FLOPs as 2 x multiply-adds for matmul and convolution.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        forward()
+    return counter.get_total_flops() // 2
+
+
+def count_multiply_adds(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+    """Multiply-adds of one forward pass of ``model`` (:func:`multiply_adds_of`), in eval mode."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(input_size, device=device))
+    macs = multiply_adds_of(lambda: model(torch.zeros(input_size, device=device)))
     model.train(was_training)
-    return counter.get_total_flops() // 2
+    return macs

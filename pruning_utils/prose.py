@@ -7,6 +7,7 @@ import pandas as pd
 from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
 from .criteria import STRATEGIES
 from .original import DENSE_TEST_ACCURACY, TABLE2
+from .recovery_study import PLATEAU_MIN_GAIN, PLATEAU_SMOOTHING, PLATEAU_WINDOW
 from .runs import Run
 
 
@@ -212,8 +213,8 @@ def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr:
                f" the longest plateau ({longest} epochs)" if longest is not None else
                f"no curve levels off within {curve_epochs} epochs, so the profile's {finetune_epochs} fine-tuning "
                f"epoch{'s' if finetune_epochs != 1 else ''} are not shown to be enough")
-    return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off (5 more epochs gain less than 0.2 "
-            f"points, 3-epoch average) for " + "; ".join(parts) + f". Table 2 fine-tunes with the profile's schedule; {verdict}.")
+    return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off ({PLATEAU_WINDOW} more epochs gain "
+            f"less than {PLATEAU_MIN_GAIN} points, {PLATEAU_SMOOTHING}-epoch average) for " + "; ".join(parts) + f". Table 2 fine-tunes with the profile's schedule; {verdict}.")
 
 
 def table2_seeds_prose(table: pd.DataFrame) -> str:

@@ -157,9 +157,8 @@ def narrow_widths(run: Run, results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _train_narrow(run: Run, width: float, epochs: int) -> list[dict]:
-    torch.manual_seed(run.seed)
     p = run.profile
-    model = VGG16(width=width, dropout=p.dropout, head_init=p.head_init).to(run.device)
+    model = run.new_model(width)
     train(model, run.data.train_x, run.data.train_y, replace(p.train, epochs=epochs), batch_size=p.batch_size,
           seed=run.seed, device=run.device, precision=run.precision, progress=False,
           on_epoch_end=epoch_logger(run, f"narrow dense width {width}", epochs))

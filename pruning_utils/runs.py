@@ -152,11 +152,11 @@ class Run:
     def figure_path(self, name: str) -> Path:
         return self.figures_dir / f"{name}.png"
 
-    def new_model(self) -> VGG16:
-        """A freshly initialised model of this run's width (seeded by the run's seed)."""
+    def new_model(self, width: float | None = None) -> VGG16:
+        """A freshly initialised model of this run's width, or of ``width`` (seeded by the run's seed)."""
         torch.manual_seed(self.seed)
         p = self.profile
-        return VGG16(width=p.width, dropout=p.dropout, head_init=p.head_init).to(self.device)
+        return VGG16(width=p.width if width is None else width, dropout=p.dropout, head_init=p.head_init).to(self.device)
 
     def data_inputs(self) -> dict:
         """What identifies the images a step sees: the source's content key and the split."""

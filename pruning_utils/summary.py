@@ -16,7 +16,7 @@ import pandas as pd
 
 from .original import DENSE_TEST_ACCURACY, TABLE1, TABLE2
 from . import prose
-from .artifacts import Store
+from .artifacts import Store, recorded_steps
 from .criteria import STRATEGIES
 from .runs import project_root, resolve_path
 
@@ -212,10 +212,12 @@ def deployment_lines(path: Path) -> list[str]:
 def study_run_dirs(run_dir: Path) -> dict[int, Path]:
     """The study's runs by seed: the seeds of ``study.json`` (else the run's own), each in
     ``run_dir`` (the run's own seed) or ``run_dir/seed-<n>``."""
+    from .across_seeds import seed_run_dir
+
     base = json.loads((run_dir / "run.json").read_text())["seed"]
     study = run_dir / "study.json"
     seeds = json.loads(study.read_text())["seeds"] if study.exists() else [base]
-    return {s: run_dir if s == base else run_dir / f"seed-{s}" for s in seeds}
+    return {s: seed_run_dir(run_dir, base, s) for s in seeds}
 
 
 def _per_seed(dirs: dict[int, Path], name: str) -> pd.DataFrame | None:
@@ -277,19 +279,12 @@ def seeds_markdown(run_dir: Path) -> str:
 
 def notebook_times_markdown(run_dir: Path) -> str:
     """Seconds each notebook's steps took when they were computed, from the run's provenance records
-    (each step once per key), with the CPU and code version that made them."""
-    from .artifacts import spec_for
-
-    rows = {}
-    for path in sorted((run_dir / "provenance").glob("*.json")):
-        r = json.loads(path.read_text())
-        rows[(r["step"], r["key"])] = {"notebook": spec_for(r["artifact"]).notebook, "seconds": r.get("seconds", 0.0),
-                                       "cpu": r.get("cpu", "?"), "created": r.get("created", "")[:16]}
-    if not rows:
+    (each step once per key), with the CPU that made them."""
+    frame = recorded_steps(run_dir)
+    if frame.empty:
         return "(no records)"
-    frame = pd.DataFrame(rows.values())
     table = frame.groupby("notebook").agg(seconds=("seconds", "sum"), steps=("seconds", "size"),
-                                          computed=("created", lambda c: f"{min(c)} .. {max(c)}"))
+                                          computed=("created", lambda c: f"{min(c)[:16]} .. {max(c)[:16]}"))
     table["minutes"] = (table.pop("seconds") / 60).round(1)
     total = table["minutes"].sum()
     return (_md(table.reset_index()[["notebook", "minutes", "steps", "computed"]])
