@@ -4,7 +4,8 @@
 # Variables: PROFILE (paper | cpu | smoke; default cpu without a GPU, paper with one),
 #            DATA (a CIFAR-10 source; default ../shared/datasets/cifar10-jpeg.tar.gz when present),
 #            FORCE=1 to recompute every step, SET="finetune_epochs=2 ..." to change profile settings,
-#            SEEDS="0 1 2" for the multi-seed study (notebook 07; recorded in the run's study.json).
+#            SEEDS="0 1 2" for the multi-seed study (notebook 07; recorded in the run's study.json),
+#            STORED=1 to compute nothing and show the stored results that are current.
 
 PYTHON ?= python3
 VENV := .venv
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: env
-	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(if $(SEEDS),--seeds "$(SEEDS)") $(foreach s,$(SET),--set $(s))
+	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(if $(STORED),--stored) $(if $(SEEDS),--seeds "$(SEEDS)") $(foreach s,$(SET),--set $(s))
 
 test: unit nbval
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .artifacts import recorded_steps
-from .runs import Run, open_run
+from .runs import NotComputed, Run, open_run
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -52,7 +52,7 @@ def seed_runs(run: Run, seeds: Sequence[int]) -> list[Run]:
         args = run.opened_with
         runs.append(open_run(args["profile"], seed_run_dir(run.run_dir, run.seed, seed), seed, args["data_source"],
                              figures_dir=run.figures_dir / f"seed-{seed}", force=run.force, progress=run.progress,
-                             **args["overrides"]))
+                             compute=run.compute, **args["overrides"]))
     return runs
 
 
@@ -85,10 +85,45 @@ def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:
 
 
 def per_seed(runs: Sequence[Run], frame_of) -> pd.DataFrame:
-    """``frame_of(run)`` for every run, concatenated with a ``seed`` column first."""
-    frames = [frame_of(run).assign(seed=run.seed) for run in runs]
-    frame = pd.concat(frames, ignore_index=True)
-    return frame[["seed"] + [c for c in frame.columns if c != "seed"]]
+    """``frame_of(run)`` for every run, concatenated with a ``seed`` column first.
+
+    A read-only run (``compute=False``) whose step is not stored is left out: the frame holds the
+    seeds that have it, and ``frame.attrs["missing"]`` maps each left-out seed to the reason
+    (:func:`missing_note` words it). Runs that may compute never leave a seed out."""
+    frames, missing = [], {}
+    for run in runs:
+        try:
+            frames.append(frame_of(run).assign(seed=run.seed))
+        except NotComputed as error:
+            missing[run.seed] = f"{error.step}: {error.status}"
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"seed": []})
+    frame = frame[["seed"] + [c for c in frame.columns if c != "seed"]]
+    frame.attrs["missing"] = missing
+    return frame
+
+
+def missing_note(frame: pd.DataFrame, seeds: Sequence[int]) -> str:
+    """One line for a :func:`per_seed` frame: which of ``seeds`` it holds and which are not computed
+    yet (empty when it holds them all)."""
+    missing = frame.attrs.get("missing", {})
+    if not missing:
+        return ""
+    held = [s for s in seeds if s not in missing]
+    reasons = "; ".join(f"seed {s}: {why}" for s, why in missing.items())
+    return (f"**Not computed yet for seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}** "
+            f"(this report only reads stored results). Shown: {'seeds ' + ', '.join(map(str, held)) if held else 'nothing'}. "
+            f"Missing: {reasons}.")
+
+
+def show_missing(frame: pd.DataFrame, seeds: Sequence[int]) -> bool:
+    """Display :func:`missing_note` (in a notebook) when ``frame`` lacks some of ``seeds``; True if
+    it holds anything to show."""
+    note = missing_note(frame, seeds)
+    if note:
+        from IPython.display import Markdown, display
+
+        display(Markdown(note))
+    return len(frame) > 0
 
 
 def step_seconds(runs: Sequence[Run]) -> pd.DataFrame:

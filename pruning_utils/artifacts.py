@@ -52,6 +52,8 @@ STEP_VERSIONS: dict[str, int] = {
     "original_budgets": 1,
     "narrow_dense": 1,
     "recovery_methods": 1,
+    "deep_scan": 1,
+    "recovered_frontier": 1,
 }
 
 
@@ -87,6 +89,8 @@ REGISTRY: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("original_budgets.csv", "original_budgets", "07_across_seeds"),
     ArtifactSpec("narrow_dense.csv", "narrow_dense", "07_across_seeds"),
     ArtifactSpec("recovery_methods.csv", "recovery_methods", "07_across_seeds"),
+    ArtifactSpec("deep_scan_{strategy}.csv", "deep_scan", "07_across_seeds"),
+    ArtifactSpec("recovered_frontier.csv", "recovered_frontier", "07_across_seeds"),
 )
 
 

@@ -101,6 +101,8 @@ class Profile:
     # across seeds (notebook 07)
     curve_epochs: int = 20  # length of the recovery curves (fine-tuning at a constant rate, per-epoch accuracy)
     curve_lr: float = 1e-4  # the curves' constant learning rate (the original fine-tuned at Adam 1e-4)
+    deep_scan_sparsities: tuple[float, ...] = (0.95, 0.98)  # measured beyond scan_sparsities for the recovered frontier
+    recovered_budgets: tuple[float, ...] = (0.2, 0.1, 0.05)  # the recovered frontier's budgets (guided, Table 2's fine-tuning)
     extra: dict = field(default_factory=dict)  # free-form notes carried into run records
 
     def __post_init__(self) -> None:
@@ -126,8 +128,15 @@ class Profile:
             raise ValueError(f"scan_sparsities must start at 0.0 and increase, got {self.scan_sparsities!r}")
         for s in grid:
             _check_number("scan_sparsities", s, 0.0, 1.0, high_open=True)
-        for b in self.budgets:
-            _check_number("budgets", b, 0.0, 1.0, low_open=True)
+        deep = list(self.deep_scan_sparsities)
+        if not deep or deep != sorted(set(deep)) or deep[0] <= grid[-1]:
+            raise ValueError(f"deep_scan_sparsities must increase from above the scan's largest sparsity "
+                             f"{grid[-1]}, got {self.deep_scan_sparsities!r}")
+        for s in deep:
+            _check_number("deep_scan_sparsities", s, 0.0, 1.0, high_open=True)
+        for name in ("budgets", "recovered_budgets"):
+            for b in getattr(self, name):
+                _check_number(name, b, 0.0, 1.0, low_open=True)
         if self.iterative_finetune_epochs is not None:
             _check_int("iterative_finetune_epochs", self.iterative_finetune_epochs, 1)
         for k in self.iterative_rounds:
@@ -197,6 +206,8 @@ PROFILES: dict[str, Profile] = {
         latency_repeats=3,
         curve_epochs=4,
         curve_lr=1e-3,
+        deep_scan_sparsities=(0.95,),
+        recovered_budgets=(0.2, 0.1),
     ),
 }
 

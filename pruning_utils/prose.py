@@ -15,8 +15,8 @@ def dense_prose(run: Run, metrics: dict) -> str:
     return (
         f"The dense model of this run ({run.profile.name} profile, width {run.profile.width}, "
         f"{metrics['epochs']} epochs, {metrics['train_seconds_total'] / 60:.1f} min of training on {run.device}) "
-        f"reaches **{100 * metrics['test_accuracy']:.2f}%** test accuracy in eval mode "
-        f"({100 * metrics['test_accuracy_train_mode']:.2f}% measured in train mode, as the original did), "
+        f"reaches **{100 * metrics['test_accuracy']:.1f}%** test accuracy in eval mode "
+        f"({100 * metrics['test_accuracy_train_mode']:.1f}% measured in train mode, as the original did), "
         f"with {metrics['parameters']:,} parameters. The original report's dense model: {DENSE_TEST_ACCURACY}% "
         f"(full width, 100 epochs, train-mode evaluation). Data: {metrics['data']}."
     )
@@ -62,7 +62,7 @@ def results_prose(run: Run, results: pd.DataFrame, outputs: pd.DataFrame) -> str
                                                     for c in ("acc_pruned", "acc_recalibrated"))
     dense = run.load_json("dense_metrics.json")
     return (
-        f"Dense: {100 * dense['test_accuracy']:.2f}% (eval mode). Profile `{run.profile.name}`, width "
+        f"Dense: {100 * dense['test_accuracy']:.1f}% (eval mode). Profile `{run.profile.name}`, width "
         f"{run.profile.width}, data: {run.data.source}.\n\n" + "\n".join(lines) + "\n\n"
         f"Filter pruning with the pruned filters' bias and BatchNorm kept (the original) gives {kept:.1f}% right "
         f"after pruning and {kept_recal:.1f}% after BN recalibration; with them removed {removed:.1f}% and "
@@ -121,16 +121,27 @@ def latency_prose(table: pd.DataFrame) -> str:
             "filter pruning none either. Only the compacted filter model computes fewer multiply-adds.")
 
 
-def frontier_prose(frontier: pd.DataFrame) -> str:
+def frontier_prose(frontier: pd.DataFrame, fine_tune: str = "a short fine-tune") -> str:
     lines = []
     for (strategy, allocation), g in frontier.groupby(["strategy", "allocation"], sort=False):
         g = g.sort_values("budget")
         ok = g[g["acc_finetuned"] >= 80.0]
         smallest = f"{ok['conv_weights_kept_pct'].min():.1f}%" if len(ok) else "none of the budgets"
-        lines.append(f"- **{strategy}, {allocation}**: after a short fine-tune, accuracy at the smallest budget "
+        lines.append(f"- **{strategy}, {allocation}**: after {fine_tune}, accuracy at the smallest budget "
                      f"({g['conv_weights_kept_pct'].iloc[0]:.1f}% of conv weights kept) is "
                      f"{g['acc_finetuned'].iloc[0]:.1f}%; the smallest budget still at >= 80%: {smallest}.")
     return "\n".join(lines)
+
+
+def monotone_prose(exceptions: pd.DataFrame, spread: float) -> str:
+    """Whether a frontier falls as its budget shrinks (:func:`pruning_utils.recovery_study.frontier_exceptions`)."""
+    within = (f"within the dense models' seed-to-seed sd ({spread:.1f} points)" if spread == spread
+              else "at all (one seed: no spread measured)")
+    if exceptions.empty:
+        return f"The frontier is monotone {within}: no smaller budget beats a larger one."
+    listed = "; ".join(f"{r['strategy']} ({r['allocation']}): {r['smaller budget']:g} beats {r['larger budget']:g} by "
+                       f"{r['gain (points)']:.1f} points" for _, r in exceptions.iterrows())
+    return f"Not monotone {within}: {listed}."
 
 
 def criteria_prose(criteria: pd.DataFrame) -> str:
@@ -169,8 +180,8 @@ def _ms(values: pd.Series, decimals: int = 1) -> str:
 
 def seeds_dense_prose(metrics: pd.DataFrame) -> str:
     acc = 100 * metrics["test_accuracy"]
-    return (f"Over {len(acc)} seeds the dense model reaches **{_ms(acc, 2)}%** test accuracy in eval mode "
-            f"(mean ± sd; min {acc.min():.2f}, max {acc.max():.2f}). Differences smaller than about this sd "
+    return (f"Over {len(acc)} seeds the dense model reaches **{_ms(acc)}%** test accuracy in eval mode "
+            f"(mean ± sd; min {acc.min():.1f}, max {acc.max():.1f}). Differences smaller than about this sd "
             "between two single-seed results say nothing.")
 
 

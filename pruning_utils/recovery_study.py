@@ -14,6 +14,11 @@ Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
   model saw in all (dense training + fine-tuning), at the widths whose conv weights, and
   separately whose multiply-adds, match each Table 2 model's (``narrow_dense.csv``), after Liu et
   al. 2019, "Rethinking the value of network pruning".
+- :func:`deep_scan` and :func:`recovered_frontier`: each layer alone scanned at the profile's
+  ``deep_scan_sparsities`` (beyond the scan's grid, where notebook 06's frontier extrapolates),
+  then the guided frontier at ``recovered_budgets`` with those measured accuracies and Table 2's
+  fine-tuning (``deep_scan_<strategy>.csv``, ``recovered_frontier.csv``); :func:`frontier_exceptions`
+  lists where it is not monotone beyond the seed spread.
 """
 
 from __future__ import annotations
@@ -24,15 +29,16 @@ from functools import partial
 import pandas as pd
 import torch
 
-from .criteria import STRATEGIES, check_strategy
+from .criteria import STRATEGIES, check_strategy, unit_scores
 from .evaluation import copy_model, evaluate
-from .experiments import Point, experiment_table, point_base
+from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover
 from .runs import Run
-from .steps import (checkpoint_path, chosen_sparsities, dense_model, epoch_logger, recovery_settings, sparsity_dict,
-                    table2)
+from .sensitivity import COLUMNS as SCAN_COLUMNS, scan_sensitivity
+from .steps import (checkpoint_path, check_strategy_parameter, chosen_sparsities, dense_model, epoch_logger,
+                    recovery_settings, sensitivity, sparsity_dict, table2)
 from .artifacts import step_key
 from .training import train
 
@@ -247,3 +253,67 @@ def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
             points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
                            partial(_recover_with, run, dense, sparsities, strategy, how, **options)))
     return experiment_table(run, "recovery_methods", points, METHOD_COLUMNS, force)
+
+
+# --- the frontier, recovered, with measured deep sparsities --------------------------------------------
+
+
+def deep_scan(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
+    """Each conv layer alone pruned to the profile's ``deep_scan_sparsities`` (and 0, the dense
+    model), validation accuracy: the scan continued where notebook 06's frontier extrapolates.
+    A sparsity that would remove every unit of a layer (``round(s * units) == units``, e.g. 0.98
+    of 16 filters) is not scanned for that layer."""
+    check_strategy_parameter(strategy, allow_all=False)
+    dense, dense_key = dense_model(run)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy,
+              **run.settings("deep_scan_sparsities", "eval_batch_size", "precision")}
+
+    def compute(key: str) -> None:
+        p, x, y = run.profile, run.data.val_x, run.data.val_y
+        dense_acc = evaluate(dense, x, y, batch_size=p.eval_batch_size, precision=run.precision)
+        parts = []
+        for layer, conv in conv_layers(dense).items():
+            units = unit_scores(conv.weight, strategy).numel()
+            kept = [s for s in p.deep_scan_sparsities if round(s * units) < units]  # one unit must stay
+            parts.append(pd.DataFrame([(strategy, layer, 0.0, dense_acc)], columns=SCAN_COLUMNS))
+            if kept:
+                parts.append(scan_sensitivity(dense, x, y, strategy, sparsities=kept, layers=[layer],
+                                              batch_size=p.eval_batch_size, precision=run.precision, progress=False))
+        run.save_csv(f"deep_scan_{strategy}.csv", pd.concat(parts, ignore_index=True))
+
+    run.step("deep_scan", [f"deep_scan_{strategy}.csv"], inputs, compute, force, strategy)
+    return run.load_csv(f"deep_scan_{strategy}.csv")
+
+
+def extended_scan(run: Run, strategy: str) -> pd.DataFrame:
+    """The strategy's scan (notebook 02's grid) with the deep sparsities appended, per layer."""
+    scan = sensitivity(run, strategy, force=False)
+    deep = deep_scan(run, strategy, force=False)
+    return pd.concat([scan, deep[deep["sparsity"] > scan["sparsity"].max()]], ignore_index=True)
+
+
+def recovered_frontier(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """The guided frontier at ``recovered_budgets``: per-layer sparsities chosen on the extended
+    (measured, not extrapolated) scans, each model recovered with Table 2's fine-tuning."""
+    dense, dense_key = dense_model(run)
+    scans = {s: extended_scan(run, s) for s in STRATEGIES}
+    points = frontier_points(dense, run.data, point_base(run, dense_key), run.profile.recovered_budgets, STRATEGIES,
+                             recovery_settings(run), ("guided",), scans)
+    return experiment_table(run, "recovered_frontier", points, FRONTIER_COLUMNS, force)
+
+
+def frontier_exceptions(front: pd.DataFrame, spread: float, column: str = "acc_finetuned") -> pd.DataFrame:
+    """Where a frontier is not monotone: per strategy and allocation, a smaller budget whose
+    ``column`` exceeds a larger budget's by more than ``spread`` points (e.g. the seeds' sd; NaN,
+    from one seed, counts as 0)."""
+    spread = 0.0 if spread != spread else spread
+    rows = []
+    for (strategy, allocation), group in front.groupby(["strategy", "allocation"], sort=False):
+        group = group.sort_values("budget", ascending=False)
+        for i, (_, larger) in enumerate(group.iterrows()):
+            for _, smaller in group.iloc[i + 1:].iterrows():
+                gain = smaller[column] - larger[column]
+                if gain > spread:
+                    rows.append({"strategy": strategy, "allocation": allocation, "larger budget": larger["budget"],
+                                 "smaller budget": smaller["budget"], "gain (points)": round(gain, 2)})
+    return pd.DataFrame(rows, columns=["strategy", "allocation", "larger budget", "smaller budget", "gain (points)"])

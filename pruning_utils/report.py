@@ -7,11 +7,13 @@ tables and figures (embedded), code hidden, with a table of contents.
 Every notebook is executed every time: whether work is redone is decided inside, step by step,
 by the keys of :mod:`pruning_utils.artifacts` (a rerun with nothing changed reuses every stored
 result, and each notebook ends with the list of steps it computed or reused). ``--force`` passes
-``force=True`` to every notebook, which recomputes all their steps. A notebook is executed into
-a hidden partial file that replaces the executed copy only when papermill finished it, and the
-whole report holds the run directory's lock (:func:`pruning_utils.runs.run_lock`), so a killed
-or concurrent report never leaves a copy that looks complete. Cell output (the steps, epochs) is
-streamed to the terminal.
+``force=True`` to every notebook, which recomputes all their steps; ``--stored`` passes
+``compute=False``, which computes nothing: the report shows the run's stored results that are
+current (notebook 07 says which seeds still lack a step; notebooks 01-06 fail on a missing
+one). A notebook is executed into a hidden partial file that replaces the executed copy only
+when papermill finished it, and the whole report holds the run directory's lock
+(:func:`pruning_utils.runs.run_lock`), so a killed or concurrent report never leaves a copy that
+looks complete. Cell output (the steps, epochs) is streamed to the terminal.
 """
 
 from __future__ import annotations
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                              'than one, notebook 07 compares them. Default: --seed alone')
     parser.add_argument("--data-source", default="", help="default: $PRUNING_DATA_SOURCE")
     parser.add_argument("--force", action="store_true", help="recompute every step (passes force=True to each notebook)")
+    parser.add_argument("--stored", action="store_true",
+                        help="compute nothing: show only stored, current results (passes compute=False)")
     parser.add_argument("--notebooks", nargs="*", help=f"subset of {', '.join(NOTEBOOKS)}")
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                         help="change a profile setting for every notebook, e.g. --set finetune_epochs=2 (repeatable)")
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = resolve_profile_name(args.profile)
     from .config import get_profile
 
+    if args.force and args.stored:
+        parser.error("--force recomputes every step and --stored computes none: choose one")
     overrides = parse_settings(args.set)
     try:
         get_profile(profile, **overrides)  # fail on a bad name or value before any work
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         n for n in available_notebooks() if len(seeds) > 1 or n not in MULTI_SEED_NOTEBOOKS)
     parameters = {"profile": profile, "run_dir": run_dir_param, "seed": args.seed, "seeds": seeds,
                   "data_source": _portable(args.data_source or os.environ.get(SOURCE_ENV_VAR, "")), "force": args.force,
-                  "overrides": overrides}
+                  "compute": not args.stored, "overrides": overrides}
     print(f"study: profile {profile}, run directory {run_dir}, seeds {seeds}", flush=True)
     try:
         executed = run_notebooks(run_dir, parameters, notebooks,

@@ -46,6 +46,14 @@ class RunBusyError(RuntimeError):
     """Another process is computing in this run directory."""
 
 
+class NotComputed(RuntimeError):
+    """A step's stored results are missing or stale, and the run may only read (``compute=False``)."""
+
+    def __init__(self, step: str, status: str) -> None:
+        super().__init__(f"{step}: {status}; this run only reads stored results (compute=False)")
+        self.step, self.status = step, status
+
+
 def project_root() -> Path:
     """The directory holding ``pyproject.toml`` above this package (the repository root)."""
     here = Path(__file__).resolve().parent
@@ -134,6 +142,7 @@ class Run:
     device: torch.device
     precision: str
     force: bool = False  # recompute the steps a notebook calls directly (never their upstream steps)
+    compute: bool = True  # False: only read current stored results; a missing or stale one raises NotComputed
     progress: bool = True
     events: list[dict] = field(default_factory=list)
     memo: dict = field(default_factory=dict)  # objects loaded in this session, keyed by what they are
@@ -190,6 +199,9 @@ class Run:
             self.events.append({"step": what, "status": "reused", "key": key, "seconds": 0.0, "why": ""})
             self.log(f"[step] {what}: reused ({key})")
             return key
+        if not self.compute:
+            self.events.append({"step": what, "status": "not computed", "key": key, "seconds": 0.0, "why": status})
+            raise NotComputed(what, status)
         self.log(f"[step] {what}: computing ({status}) ...")
         started = time.perf_counter()
         with run_lock(self.run_dir):
@@ -268,6 +280,7 @@ def open_run(
     figures_dir: str | os.PathLike | None = None,
     force: bool = False,
     progress: bool = True,
+    compute: bool = True,
     **overrides,
 ) -> Run:
     """Check the parameters, make the run directory, load the data.
@@ -278,13 +291,18 @@ def open_run(
     ``data_source`` None/"" -> ``$PRUNING_DATA_SOURCE`` or the default lookup (the smoke profile
     always uses generated images). ``overrides`` change single profile settings (they enter the
     keys of the steps that read them). ``force`` recomputes the steps called directly.
+    ``compute=False`` makes a read-only run: every step must find its stored results current, else
+    it raises :class:`NotComputed` (a report from committed artifacts, with no training).
     """
     name = resolve_profile_name(profile)
     settings = get_profile(name, **overrides)  # unknown names and impossible values raise here
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(force, bool):
-        raise ValueError(f"force must be True or False, got {force!r}")
+    for flag, value in (("force", force), ("compute", compute)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if force and not compute:
+        raise ValueError("force=True recomputes steps and compute=False forbids it: choose one")
     run_dir = resolve_path(run_dir or os.environ.get(RUN_DIR_ENV_VAR) or f"data/runs/{name}")
     inside = run_dir.resolve().parent == resolve_path("data/runs").resolve()
     figures = resolve_path(figures_dir) if figures_dir else (
@@ -299,7 +317,7 @@ def open_run(
         write_text_atomic(run_dir / "run.json", json.dumps({"profile": name, "seed": seed}, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
     return Run(settings, seed, run_dir, figures, data, device, resolve_precision(settings.precision, device),
-               force=force, progress=progress,
+               force=force, progress=progress, compute=compute,
                opened_with={"profile": name, "data_source": source, "overrides": dict(overrides)})
 
 

@@ -63,8 +63,8 @@ def table2_markdown(run_dir: Path) -> str:
     original = TABLE2.set_index("strategy")
     rows = [{
         "model": "dense", "% params left (ours / orig.)": "100 / 100", "% conv weights left": "100",
-        "after pruning": f"{100 * dense['test_accuracy']:.2f}",
-        "after pruning, train mode": f"{100 * dense['test_accuracy_train_mode']:.2f}",
+        "after pruning": f"{100 * dense['test_accuracy']:.1f}",
+        "after pruning, train mode": f"{100 * dense['test_accuracy_train_mode']:.1f}",
         "after BN recal.": "-", "after fine-tuning": "-",
         "original: after pruning / fine-tuning (train mode)": f"{DENSE_TEST_ACCURACY} (dense)",
     }]
@@ -72,12 +72,12 @@ def table2_markdown(run_dir: Path) -> str:
         r, o = results.loc[s], original.loc[s]
         rows.append({
             "model": s,
-            "% params left (ours / orig.)": f"{r['params_kept_pct']:.2f} / {o['params_kept_pct']:.2f}",
-            "% conv weights left": f"{r['conv_weights_kept_pct']:.2f}",
-            "after pruning": f"{r['acc_pruned']:.2f}",
-            "after pruning, train mode": f"{r['acc_pruned_train_mode']:.2f}",
-            "after BN recal.": f"{r['acc_recalibrated']:.2f}",
-            "after fine-tuning": f"{r['acc_finetuned']:.2f} ({int(r['finetune_epochs'])} ep.)",
+            "% params left (ours / orig.)": f"{r['params_kept_pct']:.1f} / {o['params_kept_pct']:.2f}",
+            "% conv weights left": f"{r['conv_weights_kept_pct']:.1f}",
+            "after pruning": f"{r['acc_pruned']:.1f}",
+            "after pruning, train mode": f"{r['acc_pruned_train_mode']:.1f}",
+            "after BN recal.": f"{r['acc_recalibrated']:.1f}",
+            "after fine-tuning": f"{r['acc_finetuned']:.1f} ({int(r['finetune_epochs'])} ep.)",
             "original: after pruning / fine-tuning (train mode)": f"{o['acc_pruned']:.2f} / {o['acc_finetuned']:.2f}",
         })
     return _md(pd.DataFrame(rows))
@@ -89,9 +89,9 @@ def differences_markdown(run_dir: Path) -> str:
     results = pd.read_csv(run_dir / "results.csv").set_index("strategy")
     outputs = pd.read_csv(run_dir / "filter_outputs.csv").set_index("filter_outputs")["acc_pruned"]
     record = json.loads((run_dir / "provenance" / "dense.pt.json").read_text())
-    pruned_eval = ", ".join(f"{s} {results.at[s, 'acc_pruned']:.2f}%" for s in STRATEGIES)
-    pruned_train = ", ".join(f"{s} {results.at[s, 'acc_pruned_train_mode']:.2f}%" for s in STRATEGIES)
-    recal = ", ".join(f"{s} {results.at[s, 'acc_recalibrated']:.2f}%" for s in STRATEGIES)
+    pruned_eval = ", ".join(f"{s} {results.at[s, 'acc_pruned']:.1f}%" for s in STRATEGIES)
+    pruned_train = ", ".join(f"{s} {results.at[s, 'acc_pruned_train_mode']:.1f}%" for s in STRATEGIES)
+    recal = ", ".join(f"{s} {results.at[s, 'acc_recalibrated']:.1f}%" for s in STRATEGIES)
     return "\n".join([
         f"- **Eval vs train mode.** The original measured accuracy without `model.eval()` (BatchNorm batch "
         f"statistics, dropout on). Right after pruning, in eval mode: {pruned_eval}; the same models in train "
@@ -99,12 +99,12 @@ def differences_markdown(run_dir: Path) -> str:
         f"saw {TABLE2['acc_pruned'].min():.0f}-{TABLE2['acc_pruned'].max():.0f}% right after pruning where running "
         f"statistics give far less. BN recalibration (re-estimating "
         f"the running statistics on training batches, no gradient step) recovers most of it: {recal}. "
-        f"Dense: {100 * dense['test_accuracy']:.2f}% eval mode, {100 * dense['test_accuracy_train_mode']:.2f}% "
+        f"Dense: {100 * dense['test_accuracy']:.1f}% eval mode, {100 * dense['test_accuracy_train_mode']:.1f}% "
         f"train mode.",
         f"- **Pruned filters removed vs kept.** The original zeroed a filter's weights but kept its conv bias and "
         f"BatchNorm shift, so the channel still emitted a constant. Filter pruning at our Table 1 sparsities: "
-        f"{outputs.get('kept (original)', float('nan')):.2f}% right after pruning with them kept, "
-        f"{outputs.get('removed (ours)', float('nan')):.2f}% with them removed (eval mode).",
+        f"{outputs.get('kept (original)', float('nan')):.1f}% right after pruning with them kept, "
+        f"{outputs.get('removed (ours)', float('nan')):.1f}% with them removed (eval mode).",
         "- **Validation vs test set for choosing sparsities.** The original chose its sparsities from scans on the "
         "test set (and its scan scored only the last test batch); ours come from the "
         f"{record['data']['val']:,}-image validation split held out of training, so the test numbers are not tuned "
@@ -220,16 +220,27 @@ def study_run_dirs(run_dir: Path) -> dict[int, Path]:
     return {s: seed_run_dir(run_dir, base, s) for s in seeds}
 
 
-def _per_seed(dirs: dict[int, Path], name: str) -> pd.DataFrame | None:
-    """``name`` of every seed's run with a ``seed`` column, or None if a seed lacks it."""
+def _per_seed(dirs: dict[int, Path], name: str, partial: bool = False) -> pd.DataFrame | None:
+    """``name`` of every seed's run with a ``seed`` column; None if a seed lacks it, or with
+    ``partial`` the seeds that have it (None if none has)."""
     frames = []
     for seed, path in dirs.items():
         if not (path / name).exists():
+            if partial:
+                continue
             return None
         frame = (pd.DataFrame([json.loads((path / name).read_text())]) if name.endswith(".json")
                  else pd.read_csv(path / name))
         frames.append(frame.assign(seed=seed))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _seeds_of(frame: pd.DataFrame, dirs: dict[int, Path]) -> str:
+    """"3 seeds" or "seeds 0, 1 of 0, 1, 2" for a partial :func:`_per_seed` frame."""
+    held = sorted(frame["seed"].unique())
+    if len(held) == len(dirs):
+        return f"{len(held)} seeds"
+    return f"seed{'s' if len(held) > 1 else ''} {', '.join(map(str, held))} only (of {', '.join(map(str, dirs))})"
 
 
 def seeds_markdown(run_dir: Path) -> str:
@@ -257,15 +268,16 @@ def seeds_markdown(run_dir: Path) -> str:
             parts += [f"Table 2 across seeds ({int(results['finetune_epochs'].iloc[0])} fine-tuning epochs; mean ± sd, "
                       "test accuracy % in eval mode), against the recovery targets:", "",
                       _md(table.reset_index()), "", prose.table2_seeds_prose(table), ""]
-    budgets = _per_seed(dirs, "original_budgets.csv")
+    budgets = _per_seed(dirs, "original_budgets.csv", partial=True)
     if budgets is not None:
         table = tables.original_budgets_table(budgets, EVAL_MODE_CHECKPOINTS)
-        parts += ["At the original's per-layer sparsities (mean ± sd over seeds):", "", _md(table.reset_index()), ""]
-    narrow = _per_seed(dirs, "narrow_dense.csv")
+        parts += [f"At the original's per-layer sparsities (mean ± sd over {_seeds_of(budgets, dirs)}):", "",
+                  _md(table.reset_index()), ""]
+    narrow = _per_seed(dirs, "narrow_dense.csv", partial=True)
     if narrow is not None and results is not None:
         table = tables.narrow_table(narrow, results)
-        parts += ["Pruned models against narrow dense networks trained from scratch (same total epochs):", "",
-                  prose.narrow_prose(table), ""]
+        parts += [f"Pruned models against narrow dense networks trained from scratch (same total epochs; mean ± sd "
+                  f"over {_seeds_of(narrow, dirs)}, Table 2 over the same seeds):", "", prose.narrow_prose(table), ""]
     base = run_dir
     curves = {s: pd.read_csv(base / f"recovery_curve_{s}.csv") for s in STRATEGIES
               if (base / f"recovery_curve_{s}.csv").exists()}
@@ -274,6 +286,17 @@ def seeds_markdown(run_dir: Path) -> str:
         parts += ["Recovery curves (seed of the main run, constant fine-tuning rate): plateau at "
                   + ", ".join(f"{s} epoch {e}" if e is not None else f"{s} none within the curve" for s, e in p.items())
                   + "."]
+    if (base / "recovered_frontier.csv").exists() and metrics is not None:
+        front = pd.read_csv(base / "recovered_frontier.csv")
+        sd = 100 * metrics["test_accuracy"].std()
+        parts += ["", "The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
+                  "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
+                  prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd)]
+    if (base / "recovery_methods.csv").exists() and metrics is not None:
+        dense_pct = 100 * metrics.set_index("seed")["test_accuracy"]
+        base_seed = json.loads((base / "run.json").read_text())["seed"]
+        parts += ["", prose.methods_prose(pd.read_csv(base / "recovery_methods.csv"), dense_pct[base_seed],
+                                          dense_pct.std())]
     return "\n".join(parts).rstrip()
 
 

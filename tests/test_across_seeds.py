@@ -14,7 +14,8 @@ from pruning_utils import across_seeds, recovery_study, report, steps
 from pruning_utils.across_seeds import check_seeds, exceeds_spread, format_mean_sd, mean_spread
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
-from pruning_utils.runs import open_run
+from pruning_utils.runs import NotComputed, open_run
+from pruning_utils.sensitivity import scan_sensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"synthetic_sizes": (400, 100, 100), "epochs": 2, "finetune_epochs": 1, "recalibration_batches": 2,
@@ -125,6 +126,49 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     assert {"dense", "recovery_curve", "original_budgets", "narrow_dense"} <= set(seconds["step"])
     assert (seconds.groupby(["seed", "step", "key"]).size() == 1).all()
 
+    # A read-only study (compute=False, `make report STORED=1`): stored, current steps are read,
+    # a missing one leaves its seed out with the reason, and nothing is computed or written.
+    read_only = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False,
+                         compute=False, **TINY)
+    read_runs = across_seeds.seed_runs(read_only, [0, 1])
+    assert [r.compute for r in read_runs] == [False, False]
+    pd.testing.assert_frame_equal(across_seeds.per_seed(read_runs, recovery_study.original_budgets), budgets)
+    stored_narrow = across_seeds.per_seed(read_runs, recovery_study.narrow_dense)
+    assert stored_narrow["seed"].unique().tolist() == [0] and len(stored_narrow) == 6
+    assert list(stored_narrow.attrs["missing"]) == [1]  # seed 1 lacks even its scans (the first missing step is named)
+    assert "sensitivity" in stored_narrow.attrs["missing"][1] and "missing" in stored_narrow.attrs["missing"][1]
+    assert not (tmp_path / "study" / "seed-1" / "narrow_dense.csv").exists()
+    note = across_seeds.missing_note(stored_narrow, [0, 1])
+    assert "seed 1" in note and "Shown: seeds 0" in note
+    assert across_seeds.missing_note(budgets, [0, 1]) == ""
+    with pytest.raises(NotComputed, match="recovery_curve"):
+        recovery_study.recovery_curve(read_only, "kernel")  # only filter's curve was computed
+    stale = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False,
+                     compute=False, **{**TINY, "finetune_epochs": 2})
+    with pytest.raises(NotComputed, match="inputs changed: recovery.recipe.epochs"):
+        steps.table2(stale)  # stored under other settings: not current, not shown
+    nothing = across_seeds.per_seed(across_seeds.seed_runs(stale, [0, 1]), recovery_study.narrow_dense)
+    assert nothing.empty and sorted(nothing.attrs["missing"]) == [0, 1]
+    assert "Shown: nothing" in across_seeds.missing_note(nothing, [0, 1])
+
+    # narrow against pruned on the seeds that have both
+    results = across_seeds.per_seed(runs, steps.table2)
+    from pruning_utils import tables
+    comparison = tables.narrow_table(stored_narrow, results)
+    assert comparison["seeds"].eq(1).all()
+    seed0 = results[results["seed"] == 0].set_index("strategy")["acc_finetuned"]
+    for (strategy, _), row in comparison.iterrows():
+        assert row["pruned, fine-tuned (%)"] == f"{seed0[strategy]:.1f}"  # one seed: no sd, seed 0's value
+
+
+def test_read_only_runs_refuse_force(tmp_path):
+    with pytest.raises(ValueError, match="choose one"):
+        open_run("smoke", tmp_path / "r", progress=False, force=True, compute=False)
+    with pytest.raises(ValueError, match="compute must be"):
+        open_run("smoke", tmp_path / "r", progress=False, compute="no")
+    with pytest.raises(SystemExit):
+        report.main(["--profile", "smoke", "--run-dir", str(tmp_path / "r"), "--force", "--stored"])
+
 
 def test_readme_blocks_are_filled_even_when_empty(tmp_path):
     from pruning_utils.summary import update_readme
@@ -153,3 +197,48 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
     with pytest.raises(ValueError, match="recovery methods"):
         recovery_study.recovery_methods(open_run("smoke", tmp_path / "long", progress=False,
                                                  figures_dir=tmp_path / "f2", **{**TINY, "finetune_epochs": 5}))
+
+
+def test_frontier_exceptions_against_a_hand_made_frontier():
+    front = pd.DataFrame({"strategy": ["kernel"] * 4 + ["filter"] * 2, "allocation": "guided",
+                          "budget": [0.4, 0.2, 0.1, 0.05, 0.2, 0.1], "acc_finetuned": [80, 75, 77.5, 60, 70, 70.3]})
+    found = recovery_study.frontier_exceptions(front, spread=0.5)
+    assert found[["strategy", "larger budget", "smaller budget"]].values.tolist() == [["kernel", 0.2, 0.1]]
+    assert found["gain (points)"].tolist() == [2.5]
+    assert recovery_study.frontier_exceptions(front, spread=3.0).empty
+    nan_spread = recovery_study.frontier_exceptions(front, spread=float("nan"))  # one seed: any gain counts
+    assert len(nan_spread) == 2 and set(nan_spread["strategy"]) == {"kernel", "filter"}
+
+
+@pytest.mark.parametrize("bad", [(0.9, 0.95), (0.98, 0.95), (), (0.95, 1.0)])
+def test_deep_scan_sparsities_must_lie_beyond_the_grid(bad):
+    from pruning_utils.config import get_profile
+
+    with pytest.raises(ValueError, match="deep_scan_sparsities"):
+        get_profile("smoke", deep_scan_sparsities=bad)
+
+
+def test_recovered_frontier_uses_measured_deep_sparsities(tmp_path):
+    run = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False, **TINY)
+    deep = recovery_study.deep_scan(run, "kernel")
+    assert sorted(deep["sparsity"].unique()) == [0.0, *run.profile.deep_scan_sparsities] and len(deep) == 12 * 2
+    scan = steps.sensitivity(run, "kernel")
+    dense_rows = deep[deep["sparsity"] == 0].set_index("layer")["accuracy"]
+    assert (dense_rows == scan[scan["sparsity"] == 0].set_index("layer")["accuracy"]).all()  # same dense model
+    extended = recovery_study.extended_scan(run, "kernel")
+    assert len(extended) == len(scan) + 12 and extended.groupby("layer")["sparsity"].max().eq(0.95).all()
+    # the same point as the ordinary scan's machinery measures it (an independent call)
+    dense, _ = steps.dense_model(run)
+    one = scan_sensitivity(dense, run.data.val_x, run.data.val_y, "kernel", sparsities=[0.95], layers=["conv5"],
+                           batch_size=run.profile.eval_batch_size, precision=run.precision, progress=False)
+    assert deep.query("layer == 'conv5' and sparsity == 0.95")["accuracy"].item() == one["accuracy"].item()
+    # filter: conv0 of the smoke model has 8 filters, and 0.95 would remove all 8: not scanned there
+    filters = recovery_study.deep_scan(run, "filter").set_index(["layer", "sparsity"])
+    assert ("conv0", 0.95) not in filters.index and ("conv0", 0.0) in filters.index and ("conv11", 0.95) in filters.index
+
+    front = recovery_study.recovered_frontier(run)
+    assert len(front) == 3 * len(run.profile.recovered_budgets) and set(front["allocation"]) == {"guided"}
+    assert (front["conv_weights_kept_pct"] <= 100 * front["budget"] + 1.0).all()  # budgets met
+    assert front["finetune_epochs"].eq(run.profile.finetune.epochs).all()  # Table 2's recovery, not the short one
+    with pytest.raises(ValueError, match="strategy"):
+        recovery_study.deep_scan(run, "all")

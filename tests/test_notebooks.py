@@ -57,7 +57,7 @@ def test_every_notebook_has_one_parameters_cell_with_the_common_parameters():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, name
         params = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
-        assert {"profile", "run_dir", "seed", "data_source", "force", "overrides"} <= set(params), name
+        assert {"profile", "run_dir", "seed", "data_source", "force", "compute", "overrides"} <= set(params), name
     assert available_notebooks() == STUDY + MULTI_SEED_NOTEBOOKS == NOTEBOOKS
 
 
@@ -123,6 +123,24 @@ def test_force_rewrites_every_artifact(smoke_run, tmp_path):
     assert set(after) == set(before)
     assert all(after[name]["created"] != before[name]["created"] for name in after)
     assert all(after[name]["key"] == before[name]["key"] for name in after)  # same inputs, recomputed
+
+
+def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
+    """`make report STORED=1`: every notebook reads the run's current results and writes none; on a
+    run without results the first notebook fails, naming the missing step."""
+    run_dir, _, _ = smoke_run
+
+    def artifacts():
+        return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()
+                and not {"notebooks", "figures"} & set(p.relative_to(run_dir).parts) and not p.name.startswith(".")}
+
+    before = artifacts()
+    logs = _step_logs(_report(run_dir, compute=False))
+    assert "reused" in logs and "computed" not in logs
+    assert artifacts() == before  # nothing rewritten, nothing added
+    with pytest.raises(papermill.PapermillExecutionError, match="NotComputed") as failure:
+        _report(tmp_path / "empty", notebooks=("01_train",), compute=False)
+    assert "dense: missing" in str(failure.value)
 
 
 def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):
