@@ -4,7 +4,8 @@ Original style (the seed's code): torchvision ``DataLoader`` over a dataset of P
 ``RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor`` applied image by image, fp32,
 NCHW, batch 512, Adam. Ours (``pruning_utils.training``): the split kept as one uint8 tensor,
 batches sliced from a seeded permutation and augmented as whole batches in torch,
-channels_last, bf16 autocast where the CPU supports it, same batch size and optimizer.
+channels_last, and the precision the study trains in on this CPU (bf16 autocast unless the
+cached probe of ``pruning_utils.cpu_probe`` found fp32 faster here), same batch size and optimizer.
 
 Both run the same model for the same number of timed steps after warm-up steps, on the
 CIFAR-10 training images (the JPEG copy when that is the source found). Models: the full-width
@@ -40,7 +41,8 @@ from pruning_utils.data import augment_batch, load_splits
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.runs import code_version, resolve_path
 from pruning_utils.latency import cpu_model, matmul_peak
-from pruning_utils.evaluation import autocast, prepare_batch, resolve_precision
+from pruning_utils.cpu_probe import PROBE_FILE, training_precision
+from pruning_utils.evaluation import autocast, prepare_batch
 
 
 class PILImages(Dataset):
@@ -117,7 +119,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GMAC/s, bf16 {peaks['bf16'] / 1e9:.0f} GMAC/s", flush=True)
-    ours_precision = resolve_precision("auto", torch.device("cpu"))
+    # the precision the study trains in on this CPU (measured and cached by the probe of cpu_probe)
+    ours_precision = training_precision(cpu.width, cpu.batch_size, resolve_path("data/cache") / PROBE_FILE)
     configurations = [("tensor pipeline, fp32, NCHW", "fp32", False), ("+ channels_last", "fp32", True),
                       (f"+ {ours_precision} autocast (ours)", ours_precision, True)]
     results = {}

@@ -32,6 +32,7 @@ import torch
 
 from .artifacts import ArtifactError, Store, canonical, spec_for, step_key, write_text_atomic
 from .config import Profile, get_profile
+from .cpu_probe import PROBE_FILE, training_precision
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
 from .evaluation import pick_device, resolve_precision
 from .latency import cpu_model
@@ -316,7 +317,10 @@ def open_run(
     if not (run_dir / "run.json").exists():
         write_text_atomic(run_dir / "run.json", json.dumps({"profile": name, "seed": seed}, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
-    return Run(settings, seed, run_dir, figures, data, device, resolve_precision(settings.precision, device),
+    precision = resolve_precision(settings.precision, device)
+    if settings.precision == "auto" and device.type == "cpu":  # measured on this CPU, cached (cpu_probe)
+        precision = training_precision(settings.width, settings.batch_size, resolve_path("data/cache") / PROBE_FILE)
+    return Run(settings, seed, run_dir, figures, data, device, precision,
                force=force, progress=progress, compute=compute,
                opened_with={"profile": name, "data_source": source, "overrides": dict(overrides)})
 

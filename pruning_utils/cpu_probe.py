@@ -1,0 +1,105 @@
+"""Which precision trains faster on this CPU: a short measured probe, cached per machine.
+
+``precision="auto"`` used to mean bf16 wherever the CPU has AVX512-BF16, without knowing whether
+bf16 is faster there. :func:`training_precision` times a few training steps of the run's model
+in fp32 and in bf16 (interleaved, median of each), picks the faster, and caches the answer in
+``data/cache/cpu_probe.json`` keyed by the CPU model, torch version, thread count, width and
+batch size, so every run on this machine gets the same answer without measuring again. bf16
+stays the choice unless fp32 is faster by more than :data:`MARGIN` (a probe of a few steps is
+noisy; a flip between runs would change the keys of every step). A CPU without AVX512-BF16 gets
+fp32 without a probe; ``PRUNING_PRECISION_PROBE=0`` turns the probe off (bf16 where supported).
+
+The precision enters every step's key, so a run made where bf16 won is reused only where bf16
+wins again; the probe's measurements are kept in the cache file, with the CPU named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .artifacts import write_text_atomic
+from .latency import cpu_model
+from .model import VGG16
+
+PROBE_VERSION = 1
+PROBE_FILE = "cpu_probe.json"  # in data/cache
+PROBE_ENV_VAR = "PRUNING_PRECISION_PROBE"
+MARGIN = 0.10  # fp32 must be this much faster (fraction of bf16's step time) to be chosen
+PROBE_STEPS = 3  # timed steps per precision, after one warm-up step
+
+
+def probe_key(width: float, batch_size: int) -> dict:
+    """What the probe's answer depends on."""
+    return {"version": PROBE_VERSION, "cpu": cpu_model(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "width": width, "batch_size": batch_size}
+
+
+def step_seconds(precision: str, width: float, batch_size: int, steps: int = PROBE_STEPS) -> list[float]:
+    """Seconds of each of ``steps`` training steps (forward, backward, SGD update; channels_last,
+    as :func:`pruning_utils.training.train` runs them) of a fresh ``width`` model on random images,
+    after one warm-up step."""
+    generator = torch.Generator().manual_seed(0)
+    model = VGG16(width=width).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.rand(batch_size, 3, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), generator=generator)
+    times = []
+    for i in range(steps + 1):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+Measure = Callable[[str, float, int], list[float]]
+
+
+def choose(seconds: dict[str, float]) -> str:
+    """bf16 unless fp32's median step is faster by more than :data:`MARGIN`."""
+    return "fp32" if seconds["fp32"] < (1 - MARGIN) * seconds["bf16"] else "bf16"
+
+
+def training_precision(width: float, batch_size: int, cache: Path, measure: Measure = step_seconds,
+                       log: Callable[[str], None] = print) -> str:
+    """``bf16`` or ``fp32`` for training (and evaluating) a ``width`` model at ``batch_size`` on
+    this CPU: from ``cache`` when it holds this machine's answer, else probed (about a second or
+    two) and stored there. A damaged or foreign cache file is probed over."""
+    if not torch.cpu._is_avx512_bf16_supported():
+        return "fp32"
+    if os.environ.get(PROBE_ENV_VAR, "1") == "0":
+        return "bf16"
+    key = probe_key(width, batch_size)
+    try:
+        entries = json.loads(cache.read_text())["entries"]
+        if not isinstance(entries, list):
+            raise ValueError("entries is not a list")
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("key") == key and entry.get("precision") in ("bf16", "fp32"):
+            return entry["precision"]
+    runs: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(2):  # interleaved, so a slow moment does not fall on one precision only
+        for precision in runs:
+            runs[precision] += measure(precision, width, batch_size)
+    seconds = {p: statistics.median(t) for p, t in runs.items()}
+    chosen = choose(seconds)
+    log(f"[probe] training step, width {width}, batch {batch_size} on {key['cpu']} ({key['threads']} threads): "
+        f"fp32 {seconds['fp32'] * 1e3:.0f} ms, bf16 {seconds['bf16'] * 1e3:.0f} ms -> {chosen} (cached in {cache})")
+    entries = [e for e in entries if isinstance(e, dict) and e.get("key") != key]
+    entries.append({"key": key, "precision": chosen, "median_step_seconds": seconds})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cache, json.dumps({"entries": entries}, indent=2) + "\n")
+    return chosen

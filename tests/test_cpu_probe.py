@@ -1,0 +1,78 @@
+"""The precision probe: choice, cache per machine, damaged or foreign cache files, and the switch."""
+
+import json
+
+import pytest
+import torch
+
+from pruning_utils import cpu_probe
+from pruning_utils.cpu_probe import MARGIN, choose, probe_key, training_precision
+
+
+class FakeTimer:
+    """Step times per precision, counting the calls (a probe must not run when the cache answers)."""
+
+    def __init__(self, fp32: float, bf16: float):
+        self.seconds = {"fp32": fp32, "bf16": bf16}
+        self.calls = 0
+
+    def __call__(self, precision, width, batch_size):
+        self.calls += 1
+        return [self.seconds[precision]] * 3
+
+
+@pytest.fixture(autouse=True)
+def bf16_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.delenv(cpu_probe.PROBE_ENV_VAR, raising=False)
+
+
+def test_choice_keeps_bf16_unless_fp32_is_clearly_faster():
+    assert choose({"fp32": 0.2, "bf16": 0.1}) == "bf16"
+    assert choose({"fp32": 0.1 * (1 - MARGIN) * 0.99, "bf16": 0.1}) == "fp32"
+    assert choose({"fp32": 0.1 * (1 - MARGIN) * 1.01, "bf16": 0.1}) == "bf16"  # within the noise margin
+
+
+def test_probe_is_cached_per_machine_and_model(tmp_path):
+    cache = tmp_path / "probe.json"
+    fast_fp32 = FakeTimer(fp32=0.05, bf16=0.1)
+    assert training_precision(0.25, 256, cache, measure=fast_fp32, log=lambda m: None) == "fp32"
+    assert fast_fp32.calls == 4  # two interleaved rounds of both precisions
+    stored = json.loads(cache.read_text())["entries"]
+    assert stored[0]["key"] == probe_key(0.25, 256) and stored[0]["median_step_seconds"] == {"fp32": 0.05, "bf16": 0.1}
+    assert training_precision(0.25, 256, cache, measure=FakeTimer(1, 1), log=lambda m: None) == "fp32"  # cached
+    other = FakeTimer(fp32=0.2, bf16=0.1)
+    assert training_precision(1.0, 256, cache, measure=other, log=lambda m: None) == "bf16"  # another width: probed
+    assert other.calls == 4 and len(json.loads(cache.read_text())["entries"]) == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"entries": 3}', '["a"]', '{"entries": [{"key": 1}]}'])
+def test_a_damaged_or_foreign_cache_is_probed_over(tmp_path, content):
+    cache = tmp_path / "probe.json"
+    cache.write_text(content)
+    timer = FakeTimer(fp32=0.2, bf16=0.1)
+    assert training_precision(0.25, 256, cache, measure=timer, log=lambda m: None) == "bf16" and timer.calls == 4
+    assert json.loads(cache.read_text())["entries"][-1]["key"] == probe_key(0.25, 256)
+
+
+def test_another_cpu_gets_its_own_probe(tmp_path, monkeypatch):
+    cache = tmp_path / "probe.json"
+    training_precision(0.25, 256, cache, measure=FakeTimer(fp32=0.05, bf16=0.1), log=lambda m: None)
+    monkeypatch.setattr(cpu_probe, "cpu_model", lambda: "Another CPU")
+    timer = FakeTimer(fp32=0.2, bf16=0.1)
+    assert training_precision(0.25, 256, cache, measure=timer, log=lambda m: None) == "bf16" and timer.calls == 4
+
+
+def test_without_bf16_or_with_the_probe_off_nothing_is_measured(tmp_path, monkeypatch):
+    timer = FakeTimer(fp32=0.05, bf16=0.1)
+    monkeypatch.setenv(cpu_probe.PROBE_ENV_VAR, "0")
+    assert training_precision(0.25, 256, tmp_path / "p.json", measure=timer) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert training_precision(0.25, 256, tmp_path / "p.json", measure=timer) == "fp32"
+    assert timer.calls == 0 and not (tmp_path / "p.json").exists()
+
+
+def test_real_step_timer_runs_both_precisions():
+    for precision in ("fp32", "bf16"):
+        times = cpu_probe.step_seconds(precision, 0.0625, 8, steps=2)
+        assert len(times) == 2 and all(t > 0 for t in times)
