@@ -153,7 +153,7 @@ class Run:
         self._current: set[tuple[str, str]] = set()
         self.store = Store(self.run_dir, {
             "profile": self.profile.name, "seed": self.seed, "data": self.data.describe(),
-            "precision": self.precision, "device": str(self.device), "cpu": cpu_model(),
+            "precision": self.precision, "device": str(self.device), "cpu": cpu_model(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "code_version": code_version()})
 
     def path(self, name: str) -> Path:
