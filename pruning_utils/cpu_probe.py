@@ -9,8 +9,10 @@ stays the choice unless fp32 is faster by more than :data:`MARGIN` (a probe of a
 noisy; a flip between runs would change the keys of every step). A CPU without AVX512-BF16 gets
 fp32 without a probe; ``PRUNING_PRECISION_PROBE=0`` turns the probe off (bf16 where supported).
 
-The precision enters every step's key, so a run made where bf16 won is reused only where bf16
-wins again; the probe's measurements are kept in the cache file, with the CPU named.
+:func:`pruning_utils.runs.open_run` asks the probe when it makes a run and records the answer in
+the run's ``run.json``: a run keeps its precision (which enters every step's key), so its stored
+results stay reusable on a machine where the probe would answer otherwise. The probe's
+measurements are kept in the cache file, with the CPU named.
 """
 
 from __future__ import annotations

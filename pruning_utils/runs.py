@@ -294,6 +294,8 @@ def open_run(
     keys of the steps that read them). ``force`` recomputes the steps called directly.
     ``compute=False`` makes a read-only run: every step must find its stored results current, else
     it raises :class:`NotComputed` (a report from committed artifacts, with no training).
+    Precision ``auto`` on a CPU is decided when the run is made (:mod:`pruning_utils.cpu_probe`)
+    and kept in ``run.json``.
     """
     name = resolve_profile_name(profile)
     settings = get_profile(name, **overrides)  # unknown names and impossible values raise here
@@ -314,12 +316,19 @@ def open_run(
     data = load_splits(source, cache_dir=resolve_path("data/cache"), val_size=settings.val_size, seed=seed,
                        synthetic_sizes=settings.synthetic_sizes)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "run.json").exists():
-        write_text_atomic(run_dir / "run.json", json.dumps({"profile": name, "seed": seed}, indent=2) + "\n")
-    figures.mkdir(parents=True, exist_ok=True)
+    identity = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {
+        "profile": name, "seed": seed}
     precision = resolve_precision(settings.precision, device)
-    if settings.precision == "auto" and device.type == "cpu":  # measured on this CPU, cached (cpu_probe)
-        precision = training_precision(settings.width, settings.batch_size, resolve_path("data/cache") / PROBE_FILE)
+    if settings.precision == "auto" and device.type == "cpu":
+        # chosen once, when the run is made: the probe's answer for this CPU (cpu_probe), then
+        # recorded, so the run's stored results stay reusable on a machine where the probe differs
+        if identity.get("precision") not in ("bf16", "fp32"):
+            identity["precision"] = training_precision(settings.width, settings.batch_size,
+                                                       resolve_path("data/cache") / PROBE_FILE)
+        precision = identity["precision"]
+    if not (run_dir / "run.json").exists() or json.loads((run_dir / "run.json").read_text()) != identity:
+        write_text_atomic(run_dir / "run.json", json.dumps(identity, indent=2) + "\n")
+    figures.mkdir(parents=True, exist_ok=True)
     return Run(settings, seed, run_dir, figures, data, device, precision,
                force=force, progress=progress, compute=compute,
                opened_with={"profile": name, "data_source": source, "overrides": dict(overrides)})

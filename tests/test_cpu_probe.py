@@ -76,3 +76,25 @@ def test_real_step_timer_runs_both_precisions():
     for precision in ("fp32", "bf16"):
         times = cpu_probe.step_seconds(precision, 0.0625, 8, steps=2)
         assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_a_run_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
+    from pruning_utils import runs
+
+    answers = iter(["fp32", "bf16", "bf16"])
+    monkeypatch.setattr(runs, "training_precision", lambda *a, **k: next(answers))
+    opened = runs.open_run("smoke", tmp_path / "run", progress=False, precision="auto")
+    assert opened.precision == "fp32"  # the probe's answer when the run was made ...
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == {"profile": "smoke", "seed": 0,
+                                                                        "precision": "fp32"}
+    again = runs.open_run("smoke", tmp_path / "run", progress=False, precision="auto")
+    assert again.precision == "fp32"  # ... is kept, whatever the probe says now
+    explicit = runs.open_run("smoke", tmp_path / "run", progress=False, precision="bf16")
+    assert explicit.precision == "bf16"  # an explicit precision wins (and enters the keys)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "run.json").write_text('{"profile": "smoke", "seed": 0}')  # made before runs recorded precision
+    assert runs.open_run("smoke", legacy, progress=False, precision="auto").precision == "bf16"
+    assert json.loads((legacy / "run.json").read_text())["precision"] == "bf16"
+    assert runs.open_run("smoke", tmp_path / "fixed", progress=False).precision == "fp32"  # smoke: fp32, no probe
+    assert "precision" not in json.loads((tmp_path / "fixed" / "run.json").read_text())
