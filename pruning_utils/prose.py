@@ -247,8 +247,11 @@ def narrow_prose(table: pd.DataFrame) -> str:
     lines = []
     for (strategy, matched), r in table.iterrows():
         diff = r["pruned - narrow (points)"]
-        verdict = ("within the seed spread" if not r["beyond the spread"] else
-                   ("pruning wins" if diff > 0 else "the narrow network wins"))
+        if r["seeds"] < 2:
+            verdict = ("pruning ahead" if diff > 0 else "the narrow network ahead") + " on one seed (no spread measured)"
+        else:
+            verdict = ("within the seed spread" if not r["beyond the spread"] else
+                       ("pruning wins" if diff > 0 else "the narrow network wins"))
         lines.append(f"- **{strategy}**, equal {matched}: pruned {r['pruned, fine-tuned (%)']}% against narrow dense "
                      f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {diff:+.1f} points, {verdict}.")
     return "\n".join(lines)

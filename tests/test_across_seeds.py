@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_utils import across_seeds, recovery_study, report, steps
+from pruning_utils import across_seeds, prose, recovery_study, report, steps
 from pruning_utils.across_seeds import check_seeds, exceeds_spread, format_mean_sd, mean_spread
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
@@ -156,6 +156,7 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     from pruning_utils import tables
     comparison = tables.narrow_table(stored_narrow, results)
     assert comparison["seeds"].eq(1).all()
+    assert prose.narrow_prose(comparison).count("on one seed (no spread measured)") == 6  # never "within the spread"
     seed0 = results[results["seed"] == 0].set_index("strategy")["acc_finetuned"]
     for (strategy, _), row in comparison.iterrows():
         assert row["pruned, fine-tuned (%)"] == f"{seed0[strategy]:.1f}"  # one seed: no sd, seed 0's value
