@@ -89,6 +89,18 @@ def recovery_curve(run: Run, strategy: str, force: bool | None = None) -> pd.Dat
     return run.load_csv(name)
 
 
+def recovery_curves(run: Run) -> pd.DataFrame:
+    """Every strategy's :func:`recovery_curve` in one frame, with a ``strategy`` column first."""
+    frame = pd.concat({s: recovery_curve(run, s) for s in STRATEGIES}, names=["strategy"])
+    return frame.reset_index(0).reset_index(drop=True)
+
+
+def curves_by_strategy(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """:func:`recovery_curves` (or a per-seed frame of it) split back into ``{strategy: curve}``."""
+    extra = [c for c in ("seed", "strategy") if c in frame]
+    return {s: c.drop(columns=extra).reset_index(drop=True) for s, c in frame.groupby("strategy", sort=False)}
+
+
 def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: float = PLATEAU_MIN_GAIN,
                   smoothing: int = PLATEAU_SMOOTHING) -> int | None:
     """The first epoch e (of ``accuracy``, indexed by epoch) after which ``window`` more epochs gain

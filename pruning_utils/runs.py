@@ -257,11 +257,12 @@ def resolve_profile_name(profile: str | None) -> str:
     return profile or os.environ.get(PROFILE_ENV_VAR) or get_profile().name
 
 
-def _check_identity(run_dir: Path, identity: dict) -> None:
-    """Refuse a run directory whose ``run.json`` records another profile or seed, or cannot be read."""
+def _check_identity(run_dir: Path, identity: dict) -> dict | None:
+    """Refuse a run directory whose ``run.json`` records another profile or seed, or cannot be
+    read; return what it records (None for a new run)."""
     path = run_dir / "run.json"
     if not path.exists():
-        return
+        return None
     try:
         previous = json.loads(path.read_text())
         recorded = {k: previous[k] for k in identity}
@@ -271,6 +272,7 @@ def _check_identity(run_dir: Path, identity: dict) -> None:
     if recorded != identity:
         raise ValueError(f"run directory {run_dir} holds the run {recorded}, not {identity}; choose another run_dir "
                          "or delete it")
+    return previous
 
 
 def open_run(
@@ -310,14 +312,13 @@ def open_run(
     inside = run_dir.resolve().parent == resolve_path("data/runs").resolve()
     figures = resolve_path(figures_dir) if figures_dir else (
         resolve_path("figures") / run_dir.name if inside else run_dir / "figures")
-    _check_identity(run_dir, {"profile": name, "seed": seed})
+    stored = _check_identity(run_dir, {"profile": name, "seed": seed})
     device = pick_device()
     source = "synthetic" if settings.data == "synthetic" else _resolve_source_path(data_source)
     data = load_splits(source, cache_dir=resolve_path("data/cache"), val_size=settings.val_size, seed=seed,
                        synthetic_sizes=settings.synthetic_sizes)
     run_dir.mkdir(parents=True, exist_ok=True)
-    identity = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {
-        "profile": name, "seed": seed}
+    identity = dict(stored or {"profile": name, "seed": seed})
     precision = resolve_precision(settings.precision, device)
     if settings.precision == "auto" and device.type == "cpu":
         # chosen once, when the run is made: the probe's answer for this CPU (cpu_probe), then
@@ -326,7 +327,7 @@ def open_run(
             identity["precision"] = training_precision(settings.width, settings.batch_size,
                                                        resolve_path("data/cache") / PROBE_FILE)
         precision = identity["precision"]
-    if not (run_dir / "run.json").exists() or json.loads((run_dir / "run.json").read_text()) != identity:
+    if identity != stored:
         write_text_atomic(run_dir / "run.json", json.dumps(identity, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
     return Run(settings, seed, run_dir, figures, data, device, precision,

@@ -21,8 +21,8 @@ RESULT_COLUMNS = {
 
 
 def dense_summary(metrics: dict) -> pd.DataFrame:
-    """The dense model's accuracy (eval and train mode; 0.1 points, finer than the seed-to-seed
-    spread of about 0.4 would not support) and size, for display."""
+    """The dense model's accuracy (eval and train mode; to 0.1 points, as the seed-to-seed spread of
+    notebook 07 supports) and size, for display."""
     rows = {
         "test accuracy, eval mode (%)": f"{100 * metrics['test_accuracy']:.1f}",
         "test accuracy, train mode as the original (%)": f"{100 * metrics['test_accuracy_train_mode']:.1f}",

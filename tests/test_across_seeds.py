@@ -195,6 +195,10 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
         assert m[(s, "constant rate")] == curves[s].at[epochs, "test_acc"]
         assert m[(s, "one-cycle (Table 2)")] == table2.at[s, "acc_finetuned"]
     assert methods["epochs"].eq(epochs).all()
+    together = recovery_study.recovery_curves(run)
+    assert together.columns[0] == "strategy" and list(together["strategy"].unique()) == list(steps.STRATEGIES)
+    for s, curve in recovery_study.curves_by_strategy(together.assign(seed=0)).items():
+        pd.testing.assert_frame_equal(curve, recovery_study.recovery_curve(run, s))
     with pytest.raises(ValueError, match="recovery methods"):
         recovery_study.recovery_methods(open_run("smoke", tmp_path / "long", progress=False,
                                                  figures_dir=tmp_path / "f2", **{**TINY, "finetune_epochs": 5}))
