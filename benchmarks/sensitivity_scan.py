@@ -10,7 +10,7 @@ Configurations, each changing one thing (the ablation):
 
 1. naive, fp32, NCHW, batch 512 (the original's style; every point timed)
 2. + channels_last (timed on a sample of points, scaled to all points)
-3. + batch 250 (likewise)
+3. + the batch the study scans with (the profile's ``eval_batch_size``; likewise)
 4. + our method at the same settings (every point): ``method-only`` = 3 / 4 in fp32
 5. + bf16 autocast, the precision the study scans in (every point)
 
@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="refuse, instead of training, when the run has no "
                         "current dense model")
     parser.add_argument("--naive-batch", type=int, default=512)
-    parser.add_argument("--fast-batch", type=int, default=250)
+    parser.add_argument("--fast-batch", type=int, default=0,
+                        help="our scan's batch (0: the profile's eval_batch_size, the batch the study scans with)")
     parser.add_argument("--sample-every", type=int, default=5,
                         help="configurations 2-3 are timed on every N-th point and scaled to all points")
     parser.add_argument("--data-source", default=None)
@@ -84,6 +85,7 @@ def main() -> None:
 
     run = open_run(args.profile, args.run_dir or None, data_source=args.data_source, progress=True)
     profile, data = run.profile, run.data
+    args.fast_batch = args.fast_batch or profile.eval_batch_size
     x, y = data.val_x, data.val_y
     if args.images:
         x, y = x[: args.images], y[: args.images]

@@ -13,7 +13,11 @@ VGG (8.39M parameters) and the cpu profile's width-0.25 model.
 
 Between the two, one line per configuration changes one thing at a time (ablation): the tensor
 data pipeline (fp32, NCHW), then channels_last, then bf16 autocast (= ours), each with its
-images/s, the ratio to the line before and to the original. The run also measures this
+images/s, the ratio to the line before and to the original; one more line times our step under
+``torch.compile`` (inductor, which fuses BatchNorm and ReLU; the study does not use it), and one
+says where our step's time goes (``torch.profiler``: convolutions, BatchNorm, ReLU, max-pool,
+other) and at what fraction of the bf16 peak the convolutions alone run: the ceiling of the
+step's efficiency with these kernels. The run also measures this
 machine's matmul peak (fp32 and bf16, 2048x2048 products, best of repeated timings) and prints
 ``efficiency <model>: <p>% of bf16 peak``: multiply-adds per second achieved by our training step
 (3x the forward pass's multiply-adds per image, a standard count for forward + backward) over
@@ -24,7 +28,9 @@ that peak. Ends with ``speedup <model>: <ratio>x`` per model and writes a JSON r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import resource
 import time
@@ -79,27 +85,97 @@ def time_original(model, x, y, batch_size, steps, warmup) -> float:
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def time_tensor_pipeline(model, x, y, batch_size, steps, warmup, precision: str, channels_last: bool) -> float:
-    """Our training step (:mod:`pruning_utils.training`): uint8 batches sliced from a seeded
-    permutation and augmented in torch, at ``precision`` and in the given memory layout."""
-    device = torch.device("cpu")
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(x), generator=generator)
-    started = None
-    for step in range(warmup + steps):
-        if step == warmup:
-            started = time.perf_counter()
-        idx = order[step * batch_size : (step + 1) * batch_size]
-        inputs = prepare_batch(augment_batch(x[idx], generator), device, channels_last=channels_last)
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(inputs), y[idx])
-        optimizer.zero_grad(set_to_none=True)
+class TensorStep:
+    """Our training step (:mod:`pruning_utils.training`) on ``model``: uint8 batches sliced from a
+    seeded permutation and augmented in torch, at ``precision``, in channels_last or NCHW, Adam.
+    ``forward`` replaces the model's call (``torch.compile`` of it); calling the object with a
+    step number runs that step."""
+
+    def __init__(self, model, x, y, batch_size: int, precision: str, channels_last: bool = True, forward=None):
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=layout).train()
+        self.forward = forward(self.model) if forward is not None else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.generator = torch.Generator().manual_seed(0)
+        self.order = torch.randperm(len(x), generator=self.generator)
+        self.x, self.y, self.batch_size, self.precision, self.channels_last = x, y, batch_size, precision, channels_last
+
+    def __call__(self, step: int) -> None:
+        device = torch.device("cpu")
+        idx = self.order[torch.arange(step * self.batch_size, (step + 1) * self.batch_size) % len(self.order)]
+        inputs = prepare_batch(augment_batch(self.x[idx], self.generator), device, channels_last=self.channels_last)
+        with autocast(device, self.precision):
+            loss = F.cross_entropy(self.forward(inputs), self.y[idx])
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-    return steps * batch_size / (time.perf_counter() - started)
+        self.optimizer.step()
+
+
+def images_per_second(step: TensorStep, steps: int, warmup: int) -> tuple[float, float]:
+    """Images/s of ``steps`` steps after ``warmup`` untimed ones, and the seconds the warm-up took."""
+    started = time.perf_counter()
+    for i in range(warmup):
+        step(i)
+    warmup_seconds, started = time.perf_counter() - started, time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return steps * step.batch_size / (time.perf_counter() - started), warmup_seconds
+
+
+def time_tensor_pipeline(model, x, y, batch_size, steps, warmup, precision: str, channels_last: bool) -> float:
+    """Images/s of our training step at ``precision`` and in the given memory layout."""
+    return images_per_second(TensorStep(model, x, y, batch_size, precision, channels_last), steps, warmup)[0]
+
+
+def time_compiled(model, x, y, batch_size, steps, warmup, precision: str) -> tuple[float, float]:
+    """Our step with ``torch.compile(model, dynamic=False)`` (inductor, default mode; not what the
+    study runs): images/s after at least two warm-up steps, and the seconds those took (compilation)."""
+    torch._dynamo.reset()  # a fresh graph per model: no shapes carried over (no automatic dynamic shapes)
+    step = TensorStep(model, x, y, batch_size, precision, forward=lambda m: torch.compile(m, dynamic=False))
+    return images_per_second(step, steps, max(2, warmup))
+
+
+OP_GROUPS: dict[str, tuple[str, ...]] = {  # profiler op names (substrings) -> where the step's time goes
+    "convolutions": ("convolution",),
+    "BatchNorm": ("batch_norm",),
+    "ReLU": ("threshold_backward", "clamp_min", "relu"),
+    "max-pool": ("max_pool",),
+}
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null for the block: the profiler's C++ side logs its start, stop
+    and a failed GPU probe there on a machine without a GPU (Python exceptions still propagate)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def time_breakdown(model, x, y, batch_size: int, steps: int, precision: str) -> dict[str, float]:
+    """Seconds per training step of ours (channels_last, ``precision``) spent in each of
+    :data:`OP_GROUPS` and in ``other`` (everything else: optimizer, augmentation, loss, autograd
+    bookkeeping), from ``torch.profiler``'s self CPU time of the aten ops, over ``steps`` profiled
+    steps after two unprofiled ones; ``total`` is their sum."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = TensorStep(model, x, y, batch_size, precision)
+    for i in range(2):
+        step(i)
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(2, 2 + steps):
+            step(i)
+    seconds = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+    for event in prof.key_averages():
+        group = next((g for g, names in OP_GROUPS.items() if any(n in event.key for n in names)), "other")
+        seconds[group] += event.self_cpu_time_total / 1e6 / steps
+    seconds["total"] = sum(seconds.values())
+    return seconds
 
 
 def main() -> None:
@@ -141,10 +217,24 @@ def main() -> None:
             previous = rate
         ours = lines[-1]["img_per_s"]
         efficiency = ours * 3 * macs / peaks["bf16"]
+        torch.manual_seed(0)
+        compiled, compile_seconds = time_compiled(VGG16(width=width), x, y, args.batch_size, steps, args.warmup,
+                                                  ours_precision)
+        print(f"  + torch.compile (inductor; not used by the study): {compiled:.0f} img/s, x{compiled / ours:.2f} "
+              f"(step), x{compiled / original:.2f} (cumulative); compiling took {compile_seconds:.0f} s", flush=True)
+        torch.manual_seed(0)
+        breakdown = time_breakdown(VGG16(width=width), x, y, args.batch_size, min(steps, 5), ours_precision)
+        conv_efficiency = args.batch_size * 3 * macs / breakdown["convolutions"] / peaks["bf16"]
+        print("  where our step's time goes (profiler): " + ", ".join(
+            f"{g} {100 * breakdown[g] / breakdown['total']:.0f}%" for g in [*OP_GROUPS, "other"])
+            + f"; the convolutions alone run at {100 * conv_efficiency:.0f}% of the bf16 peak, so a step that "
+            f"spent nothing elsewhere would reach that", flush=True)
         results[name] = {"width": width, "steps": steps, "forward_multiply_adds": macs,
                          "original_img_per_s": original, "ablation": lines, "ours_img_per_s": ours,
                          "ours_precision": ours_precision, "speedup": ours / original,
                          "efficiency_of_bf16_peak": efficiency,
+                         "compiled_img_per_s": compiled, "compile_seconds": compile_seconds,
+                         "step_seconds_by_op_group": breakdown, "convolutions_efficiency_of_bf16_peak": conv_efficiency,
                          "epoch_seconds_ours_45k": 45000 / ours,
                          "peak_process_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     record = {"benchmark": "train_throughput", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

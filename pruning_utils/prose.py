@@ -216,16 +216,24 @@ def sensitivity_claims_prose(scans: pd.DataFrame, results: pd.DataFrame) -> str:
 
 def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr: float, finetune_epochs: int) -> str:
     reached = {s: e for s, e in plateaus.items() if e is not None}
+    rising = [s for s, e in plateaus.items() if e is None]
     parts = [f"`{s}` at epoch {e}" for s, e in reached.items()]
-    parts += [f"`{s}` not within {curve_epochs} epochs" for s, e in plateaus.items() if e is None]
-    longest = max(reached.values()) if reached else None
-    verdict = ("the profile's fine-tuning length, "
-               f"{finetune_epochs} epoch{'s' if finetune_epochs != 1 else ''}, {'covers' if longest is not None and finetune_epochs >= longest else 'is shorter than'}"
-               f" the longest plateau ({longest} epochs)" if longest is not None else
-               f"no curve levels off within {curve_epochs} epochs, so the profile's {finetune_epochs} fine-tuning "
-               f"epoch{'s' if finetune_epochs != 1 else ''} are not shown to be enough")
+    parts += [f"`{s}` not within {curve_epochs} epochs" for s in rising]
+    length = f"the profile's fine-tuning length, {finetune_epochs} epoch{'s' if finetune_epochs != 1 else ''},"
+    verdicts = []
+    if reached:
+        covered = [s for s, e in reached.items() if finetune_epochs >= e]
+        short = [s for s in reached if s not in covered]
+        if covered:
+            verdicts.append(f"covers the plateau of {', '.join(f'`{s}`' for s in covered)}")
+        if short:
+            verdicts.append(f"is shorter than the plateau of {', '.join(f'`{s}`' for s in short)}")
+    if rising:
+        verdicts.append(f"is not shown to be enough for {', '.join(f'`{s}`' for s in rising)}, whose curves still "
+                        f"rise at epoch {curve_epochs} (a longer curve would tell how much is left)")
     return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off ({PLATEAU_WINDOW} more epochs gain "
-            f"less than {PLATEAU_MIN_GAIN} points, {PLATEAU_SMOOTHING}-epoch average) for " + "; ".join(parts) + f". Table 2 fine-tunes with the profile's schedule; {verdict}.")
+            f"less than {PLATEAU_MIN_GAIN} points, {PLATEAU_SMOOTHING}-epoch average) for " + "; ".join(parts)
+            + f". Table 2 fine-tunes with the profile's schedule; {length} " + "; it ".join(verdicts) + ".")
 
 
 def table2_seeds_prose(table: pd.DataFrame) -> str:

@@ -159,11 +159,19 @@ def benchmarks_markdown(records_dir: Path) -> str:
                             for a in m.get("ablation", []))
             efficiency = (f", **{100 * m['efficiency_of_bf16_peak']:.0f}% of the bf16 matmul peak** "
                           f"({peak['bf16'] / 1e9:.0f} GMAC/s measured in the same run)" if peak else "")
+            where = ""
+            if "step_seconds_by_op_group" in m:
+                groups = m["step_seconds_by_op_group"]
+                where = (f"; under torch.compile (not used by the study) {m['compiled_img_per_s']:.0f} img/s "
+                         f"(x{m['compiled_img_per_s'] / m['ours_img_per_s']:.2f}); our step's time: " + ", ".join(
+                             f"{g} {100 * v / groups['total']:.0f}%" for g, v in groups.items() if g != "total")
+                         + f", the convolutions alone at {100 * m['convolutions_efficiency_of_bf16_peak']:.0f}% of "
+                         "the bf16 peak")
             lines.append(
                 f"- Training throughput, {name} (batch {r['batch_size']}, {r.get('cpu', 'CPU not recorded')}, "
                 f"{r['threads']} threads, {r['when']}): original style {m['original_img_per_s']:.0f} img/s{steps}; "
                 f"ours {m['ours_img_per_s']:.0f} img/s ({m['ours_precision']}), **speedup {m['speedup']:.2f}x**"
-                f"{efficiency} (`python benchmarks/train_throughput.py`)."
+                f"{efficiency}{where} (`python benchmarks/train_throughput.py`)."
             )
         full = next((m for m in r["results"].values() if m["width"] == 1.0), None)
         if full is not None:
@@ -202,7 +210,9 @@ def deployment_lines(path: Path) -> list[str]:
                      f"sparsities, {ratio:.2f}x fewer multiply-adds), median per batch: " + "; ".join(parts) + ".")
     summary = r["summary"]
     lines.append(f"- Best runtime for compaction at width {summary['width']}, batch {summary['batch']}: "
-                 f"{summary['best_runtime']}, **compacted speedup / MAC ratio {summary['speedup_over_mac_ratio']:.2f}**; "
+                 f"{summary['best_runtime']}, **compacted speedup / MAC ratio {summary['speedup_over_mac_ratio']:.2f}**"
+                 + (" ({:.2f}-{:.2f} at the extremes of the rounds)".format(*summary["speedup_over_mac_ratio_spread"])
+                    if summary.get("speedup_over_mac_ratio_spread") else "") + "; "
                  "masked models (zeros kept in dense tensors): " + (
                      "; ".join(f"{m}: {', '.join(g)}" for m, g in summary["masked_gains"].items() if g)
                      or "no gain beyond the spread in any runtime") + " (`python benchmarks/deployment.py`).")

@@ -60,6 +60,15 @@ def test_plateau_rule():
         plateau_epoch(steady, window=0)
 
 
+def test_recovery_prose_never_calls_a_rising_curve_covered():
+    text = prose.recovery_prose({"fine-grained": 14, "kernel": None, "filter": None}, 20, 0.005, 20)
+    assert "covers the plateau of `fine-grained`" in text
+    assert "is not shown to be enough for `kernel`, `filter`" in text and "rise at epoch 20" in text
+    short = prose.recovery_prose({"fine-grained": 14, "kernel": 25, "filter": 8}, 30, 0.005, 20)
+    assert "covers the plateau of `fine-grained`, `filter`" in short and "shorter than the plateau of `kernel`" in short
+    assert "not shown" not in short
+
+
 def test_narrow_widths_match_the_pruned_counts():
     results = pd.DataFrame({"strategy": ["fine-grained", "filter"], "conv_weights_kept_pct": [10.0, 30.0],
                             "multiply_adds_kept_pct": [20.0, 25.0]})

@@ -110,8 +110,21 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     assert all(r["failure"] is None and len(r["rounds_ms"]) == 2 for r in eager)
     for r in data["results"]:  # every runtime that ran computes the eager fp32 logits (bf16 loosely)
         if r["failure"] is None and r["runtime"] != "eager-fp32":
-            assert r["max_abs_diff_vs_eager_fp32"] < (0.5 if r["runtime"] == "eager-cl-bf16" else 1e-3), r
-    compile_rows = [r for r in data["results"] if r["runtime"] == "compile-fp32"]
+            assert r["max_abs_diff_vs_eager_fp32"] < (0.5 if r["runtime"].endswith("bf16") else 1e-3), r
+    compile_rows = [r for r in data["results"] if r["runtime"].startswith("compile-")]
     assert all(r["failure"] is None or r["failure"] in done.stdout for r in compile_rows)
     summary = data["summary"]
     assert summary["mac_ratio"] > 1 and summary["best_runtime"] in lines[-2]
+    low, high = summary["speedup_over_mac_ratio_spread"]
+    assert low <= summary["speedup_over_mac_ratio"] <= high and f"between {low:.2f} and {high:.2f}" in lines[-2]
+
+
+def test_compiled_bf16_runner_with_frozen_batchnorm_matches_eager(filter_models):
+    _, _, compacted = filter_models
+    x = _inputs(3, seed=3)
+    with torch.no_grad():
+        expected = compacted(x)
+    got = deployment.make_runner("compile-cl-bf16", compacted, x)()
+    assert got.shape == (3, 10) and got.dtype in (torch.float32, torch.bfloat16)
+    torch.testing.assert_close(got.float(), expected, atol=0.1 * expected.abs().max().item(), rtol=0)
+    assert all(p.dtype == torch.float32 for p in compacted.parameters())  # the model itself is left alone
