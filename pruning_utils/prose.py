@@ -229,8 +229,8 @@ def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr:
         if short:
             verdicts.append(f"is shorter than the plateau of {', '.join(f'`{s}`' for s in short)}")
     if rising:
-        verdicts.append(f"is not shown to be enough for {', '.join(f'`{s}`' for s in rising)}, whose curves still "
-                        f"rise at epoch {curve_epochs} (a longer curve would tell how much is left)")
+        verdicts.append(f"is not shown to be enough for {', '.join(f'`{s}`' for s in rising)}, whose curves do not "
+                        f"level off within their {curve_epochs} epochs (a longer curve would tell how much is left)")
     return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off ({PLATEAU_WINDOW} more epochs gain "
             f"less than {PLATEAU_MIN_GAIN} points, {PLATEAU_SMOOTHING}-epoch average) for " + "; ".join(parts)
             + f". Table 2 fine-tunes with the profile's schedule; {length} " + "; it ".join(verdicts) + ".")

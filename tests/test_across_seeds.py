@@ -63,7 +63,7 @@ def test_plateau_rule():
 def test_recovery_prose_never_calls_a_rising_curve_covered():
     text = prose.recovery_prose({"fine-grained": 14, "kernel": None, "filter": None}, 20, 0.005, 20)
     assert "covers the plateau of `fine-grained`" in text
-    assert "is not shown to be enough for `kernel`, `filter`" in text and "rise at epoch 20" in text
+    assert "is not shown to be enough for `kernel`, `filter`" in text and "within their 20 epochs" in text
     short = prose.recovery_prose({"fine-grained": 14, "kernel": 25, "filter": 8}, 30, 0.005, 20)
     assert "covers the plateau of `fine-grained`, `filter`" in short and "shorter than the plateau of `kernel`" in short
     assert "not shown" not in short
