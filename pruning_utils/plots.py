@@ -245,18 +245,29 @@ def seed_bars(frame: pd.DataFrame, columns: Mapping[str, str], title: str, refer
 def narrow_vs_pruned(pruned: pd.DataFrame, narrow: pd.DataFrame,
                      title: str = "Pruned models against narrow dense networks") -> plt.Figure:
     """Test accuracy against conv weights and against multiply-adds (log x): pruned models (filled,
-    by strategy) and narrow dense networks trained from scratch (open), each seed a point.
+    by strategy) and narrow dense networks trained from scratch (open), each seed a small point;
+    with two seeds or more, the mean of each group with error bars of one sd (both axes).
 
     ``pruned``: strategy, conv_weights, multiply_adds, acc_finetuned; ``narrow``: strategy, matched,
     conv_weights, multiply_adds, test_acc."""
+
+    def draw(ax, xs: pd.Series, ys: pd.Series, color, filled: bool, label: str) -> None:
+        face = color if filled else "none"
+        if len(xs) < 2:
+            ax.scatter(xs, ys, facecolors=face, edgecolors=color, label=label)
+            return
+        ax.scatter(xs, ys, facecolors=face, edgecolors=color, s=12, alpha=0.4)
+        ax.errorbar(xs.mean(), ys.mean(), xerr=xs.std(), yerr=ys.std(), color=color, capsize=3,
+                    marker="o", markerfacecolor=face, markeredgecolor=color, linestyle="none",
+                    label=f"{label} (mean ± sd, {len(xs)} seeds)")
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, measure, matched in zip(axes, ("conv_weights", "multiply_adds"), ("conv weights", "multiply-adds")):
         for strategy, group in pruned.groupby("strategy", sort=False):
             color = STRATEGY_COLORS.get(strategy)
-            ax.scatter(group[measure], group["acc_finetuned"], color=color, label=f"{strategy}, pruned")
+            draw(ax, group[measure], group["acc_finetuned"], color, True, f"{strategy}, pruned")
             mine = narrow[(narrow["strategy"] == strategy) & (narrow["matched"] == matched)]
-            ax.scatter(mine[measure], mine["test_acc"], facecolors="none", edgecolors=color,
-                       label=f"narrow dense, {matched} of {strategy}")
+            draw(ax, mine[measure], mine["test_acc"], color, False, f"narrow dense, {matched} of {strategy}")
         ax.set(xscale="log", xlabel=f"{matched} (log)", title=f"at equal {matched}")
     axes[0].set_ylabel("test accuracy (%)")
     axes[1].legend(fontsize=7)

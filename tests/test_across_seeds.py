@@ -256,3 +256,23 @@ def test_recovered_frontier_uses_measured_deep_sparsities(tmp_path):
     assert front["finetune_epochs"].eq(run.profile.finetune.epochs).all()  # Table 2's recovery, not the short one
     with pytest.raises(ValueError, match="strategy"):
         recovery_study.deep_scan(run, "all")
+
+
+def test_narrow_figure_draws_seeds_and_their_mean_with_sd():
+    import matplotlib
+    matplotlib.use("Agg")
+    from pruning_utils import plots
+
+    pruned = pd.DataFrame({"strategy": ["filter"] * 3, "conv_weights": [100.0, 110.0, 120.0],
+                           "multiply_adds": [1e6, 1.1e6, 1.2e6], "acc_finetuned": [80.0, 81.0, 82.0]})
+    narrow = pd.DataFrame({"strategy": ["filter"] * 2, "matched": ["conv weights", "multiply-adds"],
+                           "conv_weights": [105.0, 130.0], "multiply_adds": [1.0e6, 1.1e6], "test_acc": [79.0, 83.0]})
+    fig = plots.narrow_vs_pruned(pruned, narrow)
+    left = fig.axes[0]
+    bars = [c for c in left.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # the three pruned seeds: one mean with sd; the single narrow seed: a point only
+    mean_x, mean_y = bars[0].lines[0].get_data()
+    assert mean_x[0] == pytest.approx(110.0) and mean_y[0] == pytest.approx(81.0)
+    labels = left.get_legend_handles_labels()[1]
+    assert "filter, pruned (mean ± sd, 3 seeds)" in labels and "narrow dense, conv weights of filter" in labels
+    matplotlib.pyplot.close(fig)
