@@ -197,6 +197,11 @@ def _allow_many_compiled_shapes(limit: int = 256) -> None:
         config.fail_on_recompile_limit_hit = True
 
 
+def _channels_last(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """A channels_last copy of ``model`` (eval mode) and ``x`` in channels_last; ``model`` is left alone."""
+    return copy_model(model).to(memory_format=torch.channels_last).eval(), x.contiguous(memory_format=torch.channels_last)
+
+
 def make_runner(runtime: str, model: nn.Module, x: torch.Tensor, onnx_session=None) -> Callable[[], torch.Tensor]:
     """A zero-argument callable that runs ``model`` once on ``x`` in ``runtime`` and returns fp32 logits.
 
@@ -208,8 +213,7 @@ def make_runner(runtime: str, model: nn.Module, x: torch.Tensor, onnx_session=No
             with torch.inference_mode():
                 return model(x)
     elif runtime == "eager-cl-bf16":
-        cl_model = copy_model(model).to(memory_format=torch.channels_last).eval()
-        cl_x = x.contiguous(memory_format=torch.channels_last)
+        cl_model, cl_x = _channels_last(model, x)
 
         def run() -> torch.Tensor:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -223,8 +227,7 @@ def make_runner(runtime: str, model: nn.Module, x: torch.Tensor, onnx_session=No
     elif runtime == "compile-cl-bf16":
         # inductor with freezing: weights become constants, BatchNorm folds into the convolution and
         # oneDNN runs it with its weights prepacked (the deployment path PyTorch documents for CPUs)
-        cl_model = copy_model(model).to(memory_format=torch.channels_last).eval()
-        cl_x = x.contiguous(memory_format=torch.channels_last)
+        cl_model, cl_x = _channels_last(model, x)
         compiled = torch.compile(cl_model, dynamic=False, options={"freezing": True})
 
         def run() -> torch.Tensor:
