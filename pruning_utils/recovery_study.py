@@ -228,24 +228,49 @@ def _recover_with(run: Run, dense, sparsities, strategy: str, settings: Recovery
     return [row]
 
 
+def _method_epochs(run: Run) -> int:
+    """Table 2's fine-tuning epochs, which every method gets; ValueError where the curve or the dense
+    schedule is too short to compare them."""
+    epochs = run.profile.finetune.epochs
+    if epochs > run.profile.curve_epochs or epochs >= run.profile.train.epochs:
+        raise ValueError(f"recovery methods compare {epochs} epochs: needs curve_epochs >= {epochs} and "
+                         f"more dense epochs than that (have {run.profile.curve_epochs}, {run.profile.train.epochs})")
+    return epochs
+
+
+def trained_method_points(run: Run, strategy: str) -> list[Point]:
+    """The two methods of :func:`recovery_methods` that train (LR rewinding, distillation) for
+    ``strategy``: points keyed by their inputs alone, so they can be computed (and their rows cached
+    in ``points/recovery_methods.csv``) before or apart from the measured ones."""
+    epochs = _method_epochs(run)
+    dense, dense_key = dense_model(run)
+    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    settings = recovery_settings(run)
+    base = {**point_base(run, dense_key), "strategy": strategy, "sparsities": sparsities}
+    trained = {"LR rewinding": (replace(settings, recipe=run.profile.train),
+                                {"first_epoch": run.profile.train.epochs - epochs}),
+               "distillation": (settings, {"teacher": dense, "distill_alpha": DISTILL_ALPHA,
+                                           "distill_temperature": DISTILL_TEMPERATURE})}
+    points: list[Point] = []
+    for method, (how, options) in trained.items():
+        named = {k: v for k, v in options.items() if k != "teacher"}
+        key = step_key("recovery_methods", {**base, "method": method, "recovery": how.as_inputs(), **named})
+        points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
+                       partial(_recover_with, run, dense, sparsities, strategy, how, **options)))
+    return points
+
+
 def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
     """Each strategy at Table 1's sparsities recovered for the same number of epochs (Table 2's) in
     four ways: a small constant rate (the original's way, read from the recovery curve at that
     epoch), the profile's one-cycle fine-tuning (Table 2), learning-rate rewinding (the dense
     recipe's last epochs, Renda et al. 2020), and the one-cycle fine-tuning with distillation from
-    the dense model (``DISTILL_ALPHA``, ``DISTILL_TEMPERATURE``)."""
-    epochs = run.profile.finetune.epochs
-    if epochs > run.profile.curve_epochs or epochs >= run.profile.train.epochs:
-        raise ValueError(f"recovery methods compare {epochs} epochs: needs curve_epochs >= {epochs} and "
-                         f"more dense epochs than that (have {run.profile.curve_epochs}, {run.profile.train.epochs})")
-    table1 = chosen_sparsities(run, force=False)
-    dense, dense_key = dense_model(run)
+    the dense model (``DISTILL_ALPHA``, ``DISTILL_TEMPERATURE``; :func:`trained_method_points`)."""
+    epochs = _method_epochs(run)
     table2_rows = table2(run, force=False).set_index("strategy")
-    settings = recovery_settings(run)
-    rewind = replace(settings, recipe=run.profile.train)
     points: list[Point] = []
     for strategy in STRATEGIES:
-        sparsities = sparsity_dict(table1, strategy)
+        trained = trained_method_points(run, strategy)
         curve = recovery_curve(run, strategy, force=False).set_index("epoch")
         known = {"constant rate": curve.at[epochs, "test_acc"],
                  "one-cycle (Table 2)": table2_rows.at[strategy, "acc_finetuned"]}
@@ -255,15 +280,7 @@ def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
             points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
                            partial(lambda v, k: [{"acc_finetuned": float(v), "conv_weights_kept_pct": float(k)}],
                                    value, kept)))
-        base = {**point_base(run, dense_key), "strategy": strategy, "sparsities": sparsities}
-        trained = {"LR rewinding": (rewind, {"first_epoch": run.profile.train.epochs - epochs}),
-                   "distillation": (settings, {"teacher": dense, "distill_alpha": DISTILL_ALPHA,
-                                               "distill_temperature": DISTILL_TEMPERATURE})}
-        for method, (how, options) in trained.items():
-            named = {k: v for k, v in options.items() if k != "teacher"}
-            key = step_key("recovery_methods", {**base, "method": method, "recovery": how.as_inputs(), **named})
-            points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
-                           partial(_recover_with, run, dense, sparsities, strategy, how, **options)))
+        points += trained
     return experiment_table(run, "recovery_methods", points, METHOD_COLUMNS, force)
 
 
