@@ -209,18 +209,23 @@ def latency(table: pd.DataFrame, title: str = "CPU latency (median)") -> plt.Fig
     return fig
 
 
-def recovery_curves(curves: Mapping[str, pd.DataFrame], plateaus: Mapping[str, int | None],
-                    title: str = "Recovery at a constant fine-tuning rate") -> plt.Figure:
-    """Validation and test accuracy per fine-tuning epoch, one line pair per strategy; the plateau epoch marked."""
+def recovery_curves_seeds(frame: pd.DataFrame, plateaus: Mapping[str, int | None],
+                          title: str = "Recovery at a constant fine-tuning rate") -> plt.Figure:
+    """Test accuracy per fine-tuning epoch: each seed faint, the seeds' mean bold, one colour per
+    strategy (``frame``: :func:`pruning_utils.recovery_study.recovery_curves` rows with a ``seed``
+    column); the mean curve's plateau epoch dashed."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for strategy, curve in curves.items():
+    for strategy, group in frame.groupby("strategy", sort=False):
         color = STRATEGY_COLORS.get(strategy)
-        ax.plot(curve["epoch"], curve["test_acc"], marker="o", ms=3, color=color, label=f"{strategy}, test")
-        ax.plot(curve["epoch"], curve["val_acc"], ls=":", color=color, label=f"{strategy}, validation")
+        test = group.pivot(index="epoch", columns="seed", values="test_acc")
+        for seed in test.columns:
+            ax.plot(test.index, test[seed], color=color, lw=0.8, alpha=0.35)
+        ax.plot(test.index, test.mean(axis=1), color=color, lw=2,
+                label=f"{strategy} (mean of {test.shape[1]} seed{'s' if test.shape[1] != 1 else ''})")
         if plateaus.get(strategy) is not None:
             ax.axvline(plateaus[strategy], color=color, ls="--", lw=1)
-    ax.set(xlabel="fine-tuning epoch (0: after BN recalibration)", ylabel="accuracy (%)", title=title)
-    ax.legend(fontsize=7)
+    ax.set(xlabel="fine-tuning epoch (0: after BN recalibration)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -214,26 +214,58 @@ def sensitivity_claims_prose(scans: pd.DataFrame, results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def recovery_prose(plateaus: dict[str, int | None], curve_epochs: int, curve_lr: float, finetune_epochs: int) -> str:
-    reached = {s: e for s, e in plateaus.items() if e is not None}
-    rising = [s for s, e in plateaus.items() if e is None]
-    parts = [f"`{s}` at epoch {e}" for s, e in reached.items()]
-    parts += [f"`{s}` not within {curve_epochs} epochs" for s in rising]
-    length = f"the profile's fine-tuning length, {finetune_epochs} epoch{'s' if finetune_epochs != 1 else ''},"
-    verdicts = []
-    if reached:
-        covered = [s for s, e in reached.items() if finetune_epochs >= e]
-        short = [s for s in reached if s not in covered]
-        if covered:
-            verdicts.append(f"covers the plateau of {', '.join(f'`{s}`' for s in covered)}")
-        if short:
-            verdicts.append(f"is shorter than the plateau of {', '.join(f'`{s}`' for s in short)}")
-    if rising:
-        verdicts.append(f"is not shown to be enough for {', '.join(f'`{s}`' for s in rising)}, whose curves do not "
-                        f"level off within their {curve_epochs} epochs (a longer curve would tell how much is left)")
-    return (f"At a constant rate of {curve_lr:g}, validation accuracy levels off ({PLATEAU_WINDOW} more epochs gain "
-            f"less than {PLATEAU_MIN_GAIN} points, {PLATEAU_SMOOTHING}-epoch average) for " + "; ".join(parts)
-            + f". Table 2 fine-tunes with the profile's schedule; {length} " + "; it ".join(verdicts) + ".")
+def recovery_seeds_prose(readout: pd.DataFrame, curve_lr: float) -> str:
+    """:func:`pruning_utils.recovery_study.curve_readout` in words: does fine-tuning past Table 2's
+    length still gain, beyond the seed spread, and where do the curves level off (if they are stable)?"""
+    lines = []
+    for s, r in readout.iterrows():
+        ft, end = int(r["finetune_epochs"]), int(r["end_epoch"])
+        gain = r["test_at_end"] - r["test_at_finetune"]
+        beyond = exceeds_spread(r["test_at_end"], r["test_at_end_sd"], r["test_at_finetune"], r["test_at_finetune_sd"])
+        verdict = (f"still gains {gain:+.1f} points from epoch {ft} to {end}, more than the seeds' spread" if beyond and gain > 0
+                   else f"{gain:+.1f} points from epoch {ft} to {end}, within the seeds' spread" if r["seeds"] > 1
+                   else f"{gain:+.1f} points from epoch {ft} to {end} (one seed, no spread)")
+        seeds = " / ".join("none" if e is None else str(e) for e in r["plateau_seeds"])
+        level = (f"the mean curve levels off at epoch {r['plateau_mean_curve']}" if r["plateau_mean_curve"] is not None
+                 else "the mean curve does not level off")
+        if r["unstable"]:
+            level = (f"the curves are unstable at this rate (validation accuracy falls by up to {r['max_drop']:.0f} "
+                     f"points from one epoch to the next), so their plateau epochs (mean curve "
+                     f"{r['plateau_mean_curve'] if r['plateau_mean_curve'] is not None else 'none'}; seeds {seeds}) "
+                     "are not a reliable reading")
+        else:
+            level += f" (seeds: {seeds})"
+        lines.append(f"- **{s}**: test accuracy {format_mean_sd(r['test_at_finetune'], r['test_at_finetune_sd'])}% at "
+                     f"epoch {ft}, {format_mean_sd(r['test_at_end'], r['test_at_end_sd'])}% at epoch {end}: {verdict}; "
+                     f"{level}.")
+    n = int(readout["seeds"].max())
+    return (f"Fine-tuning at a constant rate of {curve_lr:g} (the original's way), {n} seed{'s' if n != 1 else ''}, "
+            f"mean ± sd. A curve levels off where {PLATEAU_WINDOW} more epochs gain less than {PLATEAU_MIN_GAIN} "
+            f"points of validation accuracy ({PLATEAU_SMOOTHING}-epoch average):\n\n" + "\n".join(lines))
+
+
+def methods_seeds_prose(table: pd.DataFrame, reference: str = "one-cycle (Table 2)") -> str:
+    """:func:`pruning_utils.tables.methods_across_seeds` in words: per strategy, the best way to
+    recover, whether it beats ``reference`` beyond the spread, and whether any meets the target."""
+    column = f"vs {reference} (points)"
+    lines = []
+    for strategy, group in table.groupby(level="strategy", sort=False):
+        group = group.droplevel("strategy").sort_values(column, ascending=False)
+        best = group.index[0]
+        r = group.loc[best]
+        if best == reference:
+            verdict = f"none beats {reference}"
+        elif r["seeds"] < 2:
+            verdict = f"{r[column]:+.1f} points over {reference} on one seed, no spread measured"
+        else:
+            verdict = (f"{r[column]:+.1f} points over {reference}, "
+                       + ("beyond the seeds' spread" if r["beyond the spread"] else "within the seeds' spread"))
+        met = [m for m in group.index if group.at[m, "met (mean)"]]
+        lines.append(f"- **{strategy}**: best {best}, {r['after recovery (%)']}% ({verdict}); drop from dense "
+                     f"{r['drop from dense (points)']} points against a target of {r['target drop']}: "
+                     + (f"met by {', '.join(met)}." if met else "**no method meets it**."))
+    n = int(table["seeds"].max())
+    return f"The four ways to recover at equal epochs, mean ± sd over {n} seed{'s' if n != 1 else ''}:\n\n" + "\n".join(lines)
 
 
 def table2_seeds_prose(table: pd.DataFrame) -> str:
@@ -264,16 +296,3 @@ def narrow_prose(table: pd.DataFrame) -> str:
                      f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {diff:+.1f} points, {verdict}.")
     return "\n".join(lines)
 
-
-def methods_prose(methods: pd.DataFrame, dense_acc: float, seed_sd: float) -> str:
-    """Per strategy, the ways to recover ranked (one seed; ``seed_sd``: the dense models' sd over seeds)."""
-    lines = []
-    for strategy, group in methods.groupby("strategy", sort=False):
-        ranked = group.sort_values("acc_finetuned", ascending=False)
-        lines.append(f"- **{strategy}**: " + ", ".join(f"{r.method} {r.acc_finetuned:.1f}%" for r in ranked.itertuples())
-                     + f" (dense {dense_acc:.1f}%).")
-    epochs = int(methods["epochs"].iloc[0])
-    spread = (f"the dense models of the seeds have an sd of {seed_sd:.2f} points, so gaps of that size here are not "
-              "findings" if seed_sd == seed_sd else "its spread over seeds is not measured")
-    return (f"Test accuracy after {epochs} epoch{'s' if epochs != 1 else ''} of each way to recover (one seed: the "
-            f"run's own; {spread}):\n\n" + "\n".join(lines))

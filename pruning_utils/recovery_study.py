@@ -116,9 +116,32 @@ def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: f
     return None
 
 
-def curve_plateaus(curves: dict[str, pd.DataFrame]) -> dict[str, int | None]:
-    """Per strategy, :func:`plateau_epoch` of its validation curve (epochs >= 1)."""
-    return {s: plateau_epoch(c[c["epoch"] >= 1].set_index("epoch")["val_acc"]) for s, c in curves.items()}
+UNSTABLE_DROP = 5.0  # points: a curve whose validation accuracy falls more than this between two epochs is unstable
+
+
+def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
+    """Per strategy, what the recovery curves of several seeds (:func:`recovery_curves` with a
+    ``seed`` column) say: the plateau of the seeds' mean validation curve and of each seed's, test
+    accuracy (mean, sd) at ``finetune_epochs`` (Table 2's length) and at the curves' end, and the
+    largest fall of validation accuracy from one epoch to the next on any seed (``max_drop``;
+    above :data:`UNSTABLE_DROP`, ``unstable``: a plateau read from such a curve means little)."""
+    rows = []
+    for strategy, group in frame[frame["epoch"] >= 1].groupby("strategy", sort=False):
+        val = group.pivot(index="epoch", columns="seed", values="val_acc")
+        test = group.pivot(index="epoch", columns="seed", values="test_acc")
+        end = int(test.index.max())
+        drop = float((-val.diff()).max().max()) if len(val) > 1 else 0.0
+        rows.append({"strategy": strategy, "seeds": val.shape[1], "plateau_mean_curve": plateau_epoch(val.mean(axis=1)),
+                     "plateau_seeds": [plateau_epoch(val[c]) for c in val.columns],
+                     "finetune_epochs": finetune_epochs, "end_epoch": end,
+                     "test_at_finetune": test.loc[finetune_epochs].mean() if finetune_epochs in test.index else float("nan"),
+                     "test_at_finetune_sd": test.loc[finetune_epochs].std() if finetune_epochs in test.index else float("nan"),
+                     "test_at_end": test.loc[end].mean(), "test_at_end_sd": test.loc[end].std(),
+                     "max_drop": drop, "unstable": drop > UNSTABLE_DROP})
+    readout = pd.DataFrame(rows).set_index("strategy")
+    # an epoch or None (no plateau), never NaN
+    readout["plateau_mean_curve"] = pd.Series([r["plateau_mean_curve"] for r in rows], index=readout.index, dtype=object)
+    return readout
 
 
 # --- the original's budgets -------------------------------------------------------------------------

@@ -253,6 +253,11 @@ def _seeds_of(frame: pd.DataFrame, dirs: dict[int, Path]) -> str:
     return f"seed{'s' if len(held) > 1 else ''} {', '.join(map(str, held))} only (of {', '.join(map(str, dirs))})"
 
 
+def _curve_lr(run_dir: Path) -> float:
+    """The constant rate the run's recovery curves were computed with, from their provenance record."""
+    record = json.loads((run_dir / "provenance" / f"recovery_curve_{STRATEGIES[0]}.csv.json").read_text())
+    return float(record["inputs"]["recovery"]["recipe"]["lr"])
+
 def seeds_markdown(run_dir: Path) -> str:
     """The multi-seed findings (notebook 07) as far as every seed has them, and what is still missing."""
     from . import recovery_study, tables
@@ -289,24 +294,21 @@ def seeds_markdown(run_dir: Path) -> str:
         parts += [f"Pruned models against narrow dense networks trained from scratch (same total epochs; mean ± sd "
                   f"over {_seeds_of(narrow, dirs)}, Table 2 over the same seeds):", "", prose.narrow_prose(table), ""]
     base = run_dir
-    curves = {s: pd.read_csv(base / f"recovery_curve_{s}.csv") for s in STRATEGIES
-              if (base / f"recovery_curve_{s}.csv").exists()}
-    if len(curves) == len(STRATEGIES):
-        p = recovery_study.curve_plateaus(curves)
-        parts += ["Recovery curves (seed of the main run, constant fine-tuning rate): plateau at "
-                  + ", ".join(f"{s} epoch {e}" if e is not None else f"{s} none within the curve" for s, e in p.items())
-                  + "."]
+    curve_parts = [_per_seed(dirs, f"recovery_curve_{s}.csv", partial=True) for s in STRATEGIES]
+    if results is not None and all(c is not None for c in curve_parts):
+        curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts)], ignore_index=True)
+        readout = recovery_study.curve_readout(curves, int(results["finetune_epochs"].iloc[0]))
+        parts += [prose.recovery_seeds_prose(readout, _curve_lr(run_dir)), ""]
     if (base / "recovered_frontier.csv").exists() and metrics is not None:
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
         parts += ["", "The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
                   "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
                   prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd)]
-    if (base / "recovery_methods.csv").exists() and metrics is not None:
-        dense_pct = 100 * metrics.set_index("seed")["test_accuracy"]
-        base_seed = json.loads((base / "run.json").read_text())["seed"]
-        parts += ["", prose.methods_prose(pd.read_csv(base / "recovery_methods.csv"), dense_pct[base_seed],
-                                          dense_pct.std())]
+    methods = _per_seed(dirs, "recovery_methods.csv", partial=True)
+    if methods is not None and metrics is not None:
+        table = tables.methods_across_seeds(methods, metrics, recovery_study.RECOVERY_TARGETS)
+        parts += ["", prose.methods_seeds_prose(table)]
     return "\n".join(parts).rstrip()
 
 
@@ -332,6 +334,44 @@ def paper_markdown(run_dir: Path) -> str:
     return f"Run: {run_label(run_dir)}.\n\n" + seeds_markdown(run_dir)
 
 
+def width_markdown(run_dir: Path, wide_dir: Path) -> str:
+    """The same pipeline on a wider model (``wide_dir``, one seed) beside the main run's seed: Table 1's
+    sparsities and Table 2's recovery at each width, each drop from that width's own dense model."""
+    if not (wide_dir / "results.csv").exists() or not (wide_dir / "dense_metrics.json").exists():
+        return "(no wider run committed)"
+    rows, widths = [], {}
+    for where in (run_dir, wide_dir):
+        width = (Store(where, {}).record("dense.pt") or {"inputs": {}})["inputs"].get("width", "?")
+        dense = 100 * json.loads((where / "dense_metrics.json").read_text())["test_accuracy"]
+        widths[width] = where
+        for r in pd.read_csv(where / "results.csv").itertuples():
+            rows.append({"strategy": r.strategy, "width": width, "dense (%)": round(dense, 1),
+                         "% params left": round(r.params_kept_pct, 1),
+                         "% conv weights left": round(r.conv_weights_kept_pct, 1),
+                         "after fine-tuning (%)": round(r.acc_finetuned, 1),
+                         "drop from dense (points)": round(dense - r.acc_finetuned, 1)})
+    table = pd.DataFrame(rows).sort_values(["strategy", "width"], key=lambda c: c.map(
+        {s: i for i, s in enumerate(STRATEGIES)}) if c.name == "strategy" else c, kind="stable")
+    chosen = pd.concat({w: pd.read_csv(d / "sparsities.csv").set_index("layer") for w, d in widths.items()}, axis=1)
+    cells = pd.DataFrame({s: [" -> ".join(f"{chosen[(w, s)][layer]:.1f}" for w in widths) for layer in chosen.index]
+                          for s in STRATEGIES}, index=chosen.index).reset_index()
+    drops = table.pivot(index="strategy", columns="width", values="drop from dense (points)").reindex(list(STRATEGIES))
+    narrow_w, wide_w = list(widths)
+    words = ", ".join(f"{s} {drops.at[s, narrow_w] - drops.at[s, wide_w]:+.1f}" for s in STRATEGIES)
+    dirs = study_run_dirs(run_dir)
+    results, metrics = _per_seed(dirs, "results.csv"), _per_seed(dirs, "dense_metrics.json")
+    spread = ""
+    if results is not None and metrics is not None and len(dirs) > 1:
+        dense_pct = metrics.set_index("seed")["test_accuracy"] * 100
+        sd = (results["seed"].map(dense_pct) - results["acc_finetuned"]).groupby(results["strategy"]).std()
+        spread = (f"; at width {narrow_w} the drop's sd over {len(dirs)} seeds is "
+                  + ", ".join(f"{s} {sd[s]:.1f}" for s in STRATEGIES) + " points")
+    finding = (f"One seed (seed {json.loads((wide_dir / 'run.json').read_text())['seed']}) at width {wide_w}. "
+               f"How much smaller the drop from dense is at width {wide_w} than at {narrow_w} (points, same seed): "
+               f"{words}{spread}.")
+    return (f"Run: {run_label(wide_dir)}.\n\n" + finding + "\n\n" + _md(table) + "\n\nTable 1's rule at each width (sparsity chosen per "
+            f"layer, width {' -> '.join(map(str, widths))}):\n\n" + _md(cells))
+
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
     readme = readme or project_root() / "README.md"
     text = readme.read_text()
@@ -343,6 +383,7 @@ def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
         "beyond": beyond_markdown(run_dir),
         "seeds": seeds_markdown(run_dir),
         "paper": paper_markdown(resolve_path("data/runs/paper")),
+        "width": width_markdown(run_dir, resolve_path(f"data/runs/{run_dir.name}-w0.5")),
         "times": notebook_times_markdown(run_dir),
         "benchmarks": benchmarks_markdown(resolve_path("data/benchmarks")),
     }

@@ -130,3 +130,26 @@ def narrow_table(narrow: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
                                                          r[("test_acc", "mean")], r[("test_acc", "sd")]),
                      "seeds": int(r[("n", "")])})
     return pd.DataFrame(rows).set_index(["strategy", "matched"])
+
+
+def methods_across_seeds(methods: pd.DataFrame, dense: pd.DataFrame, targets: dict[str, float],
+                         reference: str = "one-cycle (Table 2)") -> pd.DataFrame:
+    """The ways to recover (``recovery_methods`` rows with a ``seed`` column) as mean ± sd over seeds,
+    per strategy and method: accuracy, drop from each seed's dense model against the target, and the
+    difference to ``reference`` with whether it exceeds both spreads (``dense``: ``seed, test_accuracy``)."""
+    dense_pct = dense.set_index("seed")["test_accuracy"] * 100
+    frame = methods.assign(drop=methods["seed"].map(dense_pct) - methods["acc_finetuned"])
+    stats = mean_spread(frame, ["strategy", "method"], ["acc_finetuned", "drop"])
+    rows = []
+    for (strategy, method), r in stats.iterrows():
+        ref = stats.loc[(strategy, reference)]
+        acc, sd = r[("acc_finetuned", "mean")], r[("acc_finetuned", "sd")]
+        rows.append({"strategy": strategy, "method": method, "after recovery (%)": format_mean_sd(acc, sd),
+                     "drop from dense (points)": format_mean_sd(r[("drop", "mean")], r[("drop", "sd")]),
+                     "target drop": f"<= {targets[strategy]:.1f}",
+                     "met (mean)": bool(r[("drop", "mean")] <= targets[strategy]),
+                     f"vs {reference} (points)": round(acc - ref[("acc_finetuned", "mean")], 1),
+                     "beyond the spread": method != reference and exceeds_spread(
+                         acc, sd, ref[("acc_finetuned", "mean")], ref[("acc_finetuned", "sd")]),
+                     "seeds": int(r[("n", "")])})
+    return pd.DataFrame(rows).set_index(["strategy", "method"])

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_utils import across_seeds, prose, recovery_study, report, steps
+from pruning_utils import across_seeds, prose, recovery_study, report, steps, tables
 from pruning_utils.across_seeds import check_seeds, exceeds_spread, format_mean_sd, mean_spread
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
@@ -60,13 +60,52 @@ def test_plateau_rule():
         plateau_epoch(steady, window=0)
 
 
-def test_recovery_prose_never_calls_a_rising_curve_covered():
-    text = prose.recovery_prose({"fine-grained": 14, "kernel": None, "filter": None}, 20, 0.005, 20)
-    assert "covers the plateau of `fine-grained`" in text
-    assert "is not shown to be enough for `kernel`, `filter`" in text and "within their 20 epochs" in text
-    short = prose.recovery_prose({"fine-grained": 14, "kernel": 25, "filter": 8}, 30, 0.005, 20)
-    assert "covers the plateau of `fine-grained`, `filter`" in short and "shorter than the plateau of `kernel`" in short
-    assert "not shown" not in short
+def _curves(values_by_seed: dict[int, list[float]], strategy: str) -> pd.DataFrame:
+    rows = [{"seed": seed, "strategy": strategy, "epoch": e, "val_acc": v, "test_acc": v - 0.5}
+            for seed, values in values_by_seed.items() for e, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_curve_readout_reads_gains_plateaus_and_instability():
+    flat = [50.0] + [min(e, 8) * 2.0 + 60 for e in range(1, 21)]  # rises to 76 at epoch 8, then flat
+    steady = [50.0] + [60 + 0.5 * e for e in range(1, 21)]  # +2.5 points per 5 epochs: never levels off
+    jumpy = [50.0] + [70.0 if e != 12 else 40.0 for e in range(1, 21)]  # one 30-point fall at epoch 12
+    frame = pd.concat([_curves({0: flat, 1: flat}, "fine-grained"),
+                       _curves({0: steady, 1: [v + 1 for v in steady]}, "kernel"), _curves({0: jumpy}, "filter")])
+    r = recovery_study.curve_readout(frame, finetune_epochs=10)
+    assert list(r.index) == ["fine-grained", "kernel", "filter"] and list(r["seeds"]) == [2, 2, 1]
+    assert r.at["fine-grained", "plateau_mean_curve"] == plateau_epoch(pd.Series(flat[1:], index=range(1, 21)))
+    assert r.at["kernel", "plateau_mean_curve"] is None and r.at["kernel", "plateau_seeds"] == [None, None]
+    assert r.at["kernel", "test_at_finetune"] == pytest.approx(60 + 5 + 0.5 - 0.5)  # mean of 65 and 66, minus 0.5
+    assert r.at["kernel", "test_at_end"] == pytest.approx(70.0) and r.at["kernel", "end_epoch"] == 20
+    assert r.at["kernel", "test_at_end_sd"] == pytest.approx(math.sqrt(0.5))
+    assert r.at["filter", "max_drop"] == pytest.approx(30.0) and r.at["filter", "unstable"]
+    assert not r["unstable"][["fine-grained", "kernel"]].any()
+    text = prose.recovery_seeds_prose(r, 0.005)
+    assert "**kernel**: test accuracy 65.0 ± 0.7% at epoch 10, 70.0 ± 0.7% at epoch 20: still gains +5.0 points" in text
+    assert "the mean curve does not level off" in text
+    assert "**filter**" in text and "unstable at this rate" in text and "falls by up to 30 points" in text
+    assert "+0.0 points from epoch 10 to 20 (one seed, no spread)" in text
+
+
+def test_methods_across_seeds_against_a_hand_computed_table():
+    dense = pd.DataFrame({"seed": [0, 1], "test_accuracy": [0.84, 0.86]})
+    rows = [(seed, strategy, method, acc) for seed, shift in ((0, 0.0), (1, 1.0))
+            for strategy, base in (("fine-grained", 83.0), ("filter", 80.0))
+            for method, gain in (("constant rate", -2.0), ("one-cycle (Table 2)", 0.0), ("LR rewinding", 1.5),
+                                 ("distillation", 0.1))
+            for acc in [base + gain + shift]]
+    methods = pd.DataFrame(rows, columns=["seed", "strategy", "method", "acc_finetuned"]).assign(epochs=20)
+    table = tables.methods_across_seeds(methods, dense, {"fine-grained": 1.0, "filter": 1.5})
+    r = table.loc[("fine-grained", "LR rewinding")]
+    assert r["after recovery (%)"] == "85.0 ± 0.7" and r["vs one-cycle (Table 2) (points)"] == 1.5
+    assert r["beyond the spread"]  # 1.5 > 0.71 + 0.71
+    assert r["drop from dense (points)"] == "0.0 ± 0.7" and r["met (mean)"]  # dense 84/86, recovered 84.5/85.5
+    assert not table.loc[("fine-grained", "distillation"), "beyond the spread"]
+    assert not table.loc[("filter", "LR rewinding"), "met (mean)"]  # drop 3.5 against 1.5
+    text = prose.methods_seeds_prose(table)
+    assert "**fine-grained**: best LR rewinding, 85.0 ± 0.7% (+1.5 points over one-cycle (Table 2), beyond" in text
+    assert "**filter**" in text and "**no method meets it**" in text and "met by LR rewinding." in text
 
 
 def test_narrow_widths_match_the_pruned_counts():
@@ -204,6 +243,13 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
         assert m[(s, "constant rate")] == curves[s].at[epochs, "test_acc"]
         assert m[(s, "one-cycle (Table 2)")] == table2.at[s, "acc_finetuned"]
     assert methods["epochs"].eq(epochs).all()
+    # the trained methods are the points trained_method_points names (computable apart, e.g. on a GPU)
+    cached = pd.read_csv(run.path("points/recovery_methods.csv"), dtype={"point": str}).set_index("point")
+    for s in steps.STRATEGIES:
+        trained = recovery_study.trained_method_points(run, s)
+        assert [p[2]["method"] for p in trained] == ["LR rewinding", "distillation"]
+        for key, _, fixed, _ in trained:
+            assert cached.at[key, "acc_finetuned"] == m[(s, fixed["method"])]
     together = recovery_study.recovery_curves(run)
     assert together.columns[0] == "strategy" and list(together["strategy"].unique()) == list(steps.STRATEGIES)
     for s, curve in recovery_study.curves_by_strategy(together.assign(seed=0)).items():
@@ -276,3 +322,28 @@ def test_narrow_figure_draws_seeds_and_their_mean_with_sd():
     labels = left.get_legend_handles_labels()[1]
     assert "filter, pruned (mean ± sd, 3 seeds)" in labels and "narrow dense, conv weights of filter" in labels
     matplotlib.pyplot.close(fig)
+
+
+def test_width_block_compares_each_width_with_its_own_dense_model(tmp_path):
+    from pruning_utils.summary import width_markdown
+
+    def fake_run(path: Path, width: float, dense: float, finetuned: list[float], chosen: float) -> Path:
+        (path / "provenance").mkdir(parents=True)
+        (path / "provenance" / "dense.pt.json").write_text(json.dumps({"key": "k", "sha256": "s",
+                                                                        "inputs": {"width": width}}))
+        (path / "run.json").write_text(json.dumps({"profile": "cpu", "seed": 0}))
+        (path / "dense_metrics.json").write_text(json.dumps({"test_accuracy": dense}))
+        pd.DataFrame({"strategy": list(steps.STRATEGIES), "acc_finetuned": finetuned, "params_kept_pct": 30.0,
+                      "conv_weights_kept_pct": 12.0}).to_csv(path / "results.csv", index=False)
+        pd.DataFrame({"layer": [f"conv{i}" for i in range(12)], **{s: chosen for s in steps.STRATEGIES}}).to_csv(
+            path / "sparsities.csv", index=False)
+        return path
+
+    narrow = fake_run(tmp_path / "cpu", 0.25, 0.84, [82.0, 81.0, 80.0], 0.6)
+    assert width_markdown(narrow, tmp_path / "missing") == "(no wider run committed)"
+    wide = fake_run(tmp_path / "cpu-w0.5", 0.5, 0.87, [86.0, 85.0, 83.0], 0.7)
+    text = width_markdown(narrow, wide)
+    # drops: width 0.25 2.0 / 3.0 / 4.0, width 0.5 1.0 / 2.0 / 4.0
+    assert "fine-grained +1.0, kernel +1.0, filter +0.0" in text
+    assert "| fine-grained | 0.5 | 87.0 | 30.0 | 12.0 | 86.0 | 1.0 |" in text
+    assert "| conv0 | 0.6 -> 0.7 | 0.6 -> 0.7 | 0.6 -> 0.7 |" in text
