@@ -219,11 +219,13 @@ class Store:
 
 
 def recorded_steps(run_dir: Path) -> pd.DataFrame:
-    """One row per computed step of a run (step, key, artifact, notebook, seconds, cpu, code_version,
-    created), from its provenance records: a step's artifacts share its key, so each counts once."""
+    """One row per computed step of a run (step, key, artifact, notebook, seconds, cpu, device, gpu,
+    code_version, created), from its provenance records: a step's artifacts share its key, so each
+    counts once. ``device`` is where the step computed (``cpu``, or ``cuda`` with ``cpu`` its host and
+    ``gpu`` its name, recorded since 2026-11-28 afternoon)."""
     rows = [{"step": r["step"], "key": r["key"], "artifact": name, "notebook": spec_for(name).notebook,
-             "seconds": r.get("seconds", float("nan")), "cpu": r.get("cpu", ""),
-             "code_version": r.get("code_version", ""), "created": r.get("created", "")}
+             "seconds": r.get("seconds", float("nan")), "cpu": r.get("cpu", ""), "device": r.get("device", ""),
+             "gpu": r.get("gpu", ""), "code_version": r.get("code_version", ""), "created": r.get("created", "")}
             for name, r in Store(Path(run_dir), {}).records().items()]
-    columns = ["step", "key", "artifact", "notebook", "seconds", "cpu", "code_version", "created"]
+    columns = ["step", "key", "artifact", "notebook", "seconds", "cpu", "device", "gpu", "code_version", "created"]
     return pd.DataFrame(rows, columns=columns).drop_duplicates(["step", "key"]).reset_index(drop=True)

@@ -154,7 +154,8 @@ class Run:
         self.store = Store(self.run_dir, {
             "profile": self.profile.name, "seed": self.seed, "data": self.data.describe(),
             "precision": self.precision, "device": str(self.device), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "code_version": code_version()})
+            "torch": torch.__version__, "python": platform.python_version(), "code_version": code_version(),
+            **({"gpu": torch.cuda.get_device_name(self.device)} if self.device.type == "cuda" else {})})
 
     def path(self, name: str) -> Path:
         return self.run_dir / name

@@ -314,17 +314,21 @@ def seeds_markdown(run_dir: Path) -> str:
 
 def notebook_times_markdown(run_dir: Path) -> str:
     """Seconds each notebook's steps took when they were computed, from the run's provenance records
-    (each step once per key), with the CPU that made them."""
+    (each step once per key), with the machines that made them (a CPU, or a GPU and its host CPU)."""
     frame = recorded_steps(run_dir)
     if frame.empty:
         return "(no records)"
+    frame["machine"] = [cpu if device in ("cpu", "") else f"{gpu or device} (host {cpu})"
+                        for cpu, device, gpu in zip(frame["cpu"], frame["device"], frame["gpu"])]
     table = frame.groupby("notebook").agg(seconds=("seconds", "sum"), steps=("seconds", "size"),
-                                          computed=("created", lambda c: f"{min(c)[:16]} .. {max(c)[:16]}"))
+                                          computed=("created", lambda c: f"{min(c)[:16]} .. {max(c)[:16]}"),
+                                          on=("machine", lambda m: ", ".join(sorted(set(m)))))
     table["minutes"] = (table.pop("seconds") / 60).round(1)
     total = table["minutes"].sum()
-    return (_md(table.reset_index()[["notebook", "minutes", "steps", "computed"]])
-            + f"\n\nIn all {total:.1f} min of computation on {', '.join(sorted(frame['cpu'].unique()))} "
-            "(wall-clock of each step as recorded; a step computed while another job ran reads slower).")
+    return (_md(table.reset_index()[["notebook", "minutes", "steps", "on", "computed"]])
+            + f"\n\nIn all {total:.1f} min of computation on {', '.join(sorted(frame['machine'].unique()))} "
+            "(wall-clock of each step as recorded; a step computed while another job ran reads slower; a GPU's "
+            "minutes are not a CPU's).")
 
 
 def paper_markdown(run_dir: Path) -> str:
