@@ -4,14 +4,16 @@ returns the matplotlib Figure; :func:`save` writes it under ``figures/``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
@@ -20,6 +22,24 @@ from .model import CONV_NAMES  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 STRATEGY_COLORS = {"fine-grained": "tab:blue", "kernel": "tab:orange", "filter": "tab:green"}
+
+
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """Seaborn's strip plots jitter points with numpy's global random state: fix it while they draw
+    (and restore it after), so a figure redrawn from the same artifacts is the same file."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def strip_points(*args, **kwargs) -> plt.Axes:
+    """``sns.stripplot`` with a fixed jitter (:func:`_fixed_jitter`)."""
+    with _fixed_jitter():
+        return sns.stripplot(*args, **kwargs)
 
 
 def save(fig: plt.Figure, path: str | Path) -> Path:
@@ -171,7 +191,7 @@ def criteria(results: pd.DataFrame, title: str = "Which weights matter: selectio
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         sns.barplot(results, x="strategy", y=stage, hue="criterion", errorbar=("pi", 100), ax=ax, alpha=0.8)
-        sns.stripplot(results, x="strategy", y=stage, hue="criterion", dodge=True, ax=ax, size=3, legend=False,
+        strip_points(results, x="strategy", y=stage, hue="criterion", dodge=True, ax=ax, size=3, legend=False,
                       palette={c: "black" for c in results["criterion"].unique()})
         ax.set(title=STAGES[stage], ylabel="test accuracy (%)", ylim=(0, 100))
         if ax is not axes[0][-1]:
@@ -237,7 +257,7 @@ def seed_bars(frame: pd.DataFrame, columns: Mapping[str, str], title: str, refer
     long["stage"] = long["stage"].map(columns)
     fig, ax = plt.subplots(figsize=(7.5, 4))
     sns.barplot(long, x="strategy", y="acc", hue="stage", errorbar=("pi", 100), ax=ax, alpha=0.8)
-    sns.stripplot(long, x="strategy", y="acc", hue="stage", dodge=True, ax=ax, size=3, legend=False,
+    strip_points(long, x="strategy", y="acc", hue="stage", dodge=True, ax=ax, size=3, legend=False,
                   palette={c: "black" for c in long["stage"].unique()})
     if reference is not None:
         ax.axhline(reference, color="black", ls="--", lw=1, label=f"{reference_label} (mean)")
