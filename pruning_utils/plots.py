@@ -229,11 +229,12 @@ def latency(table: pd.DataFrame, title: str = "CPU latency (median)") -> plt.Fig
     return fig
 
 
-def recovery_curves_seeds(frame: pd.DataFrame, plateaus: Mapping[str, int | None],
+def recovery_curves_seeds(frame: pd.DataFrame, readout: pd.DataFrame,
                           title: str = "Recovery at a constant fine-tuning rate") -> plt.Figure:
     """Test accuracy per fine-tuning epoch: each seed faint, the seeds' mean bold, one colour per
     strategy (``frame``: :func:`pruning_utils.recovery_study.recovery_curves` rows with a ``seed``
-    column); the mean curve's plateau epoch dashed."""
+    column); the mean curve's plateau epoch (``readout``: :func:`~pruning_utils.recovery_study.curve_readout`)
+    dashed, except on an unstable curve, whose plateau is not a reading."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for strategy, group in frame.groupby("strategy", sort=False):
         color = STRATEGY_COLORS.get(strategy)
@@ -242,8 +243,9 @@ def recovery_curves_seeds(frame: pd.DataFrame, plateaus: Mapping[str, int | None
             ax.plot(test.index, test[seed], color=color, lw=0.8, alpha=0.35)
         ax.plot(test.index, test.mean(axis=1), color=color, lw=2,
                 label=f"{strategy} (mean of {test.shape[1]} seed{'s' if test.shape[1] != 1 else ''})")
-        if plateaus.get(strategy) is not None:
-            ax.axvline(plateaus[strategy], color=color, ls="--", lw=1)
+        plateau = readout.at[strategy, "plateau_mean_curve"]
+        if plateau is not None and not readout.at[strategy, "unstable"]:
+            ax.axvline(plateau, color=color, ls="--", lw=1)
     ax.set(xlabel="fine-tuning epoch (0: after BN recalibration)", ylabel="test accuracy (%)", title=title)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -95,12 +95,6 @@ def recovery_curves(run: Run) -> pd.DataFrame:
     return frame.reset_index(0).reset_index(drop=True)
 
 
-def curves_by_strategy(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """:func:`recovery_curves` (or a per-seed frame of it) split back into ``{strategy: curve}``."""
-    extra = [c for c in ("seed", "strategy") if c in frame]
-    return {s: c.drop(columns=extra).reset_index(drop=True) for s, c in frame.groupby("strategy", sort=False)}
-
-
 def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: float = PLATEAU_MIN_GAIN,
                   smoothing: int = PLATEAU_SMOOTHING) -> int | None:
     """The first epoch e (of ``accuracy``, indexed by epoch) after which ``window`` more epochs gain
@@ -130,12 +124,12 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
         val = group.pivot(index="epoch", columns="seed", values="val_acc")
         test = group.pivot(index="epoch", columns="seed", values="test_acc")
         end = int(test.index.max())
+        at_finetune = test.loc[finetune_epochs] if finetune_epochs in test.index else pd.Series(dtype=float)
         drop = float((-val.diff()).max().max()) if len(val) > 1 else 0.0
         rows.append({"strategy": strategy, "seeds": val.shape[1], "plateau_mean_curve": plateau_epoch(val.mean(axis=1)),
                      "plateau_seeds": [plateau_epoch(val[c]) for c in val.columns],
                      "finetune_epochs": finetune_epochs, "end_epoch": end,
-                     "test_at_finetune": test.loc[finetune_epochs].mean() if finetune_epochs in test.index else float("nan"),
-                     "test_at_finetune_sd": test.loc[finetune_epochs].std() if finetune_epochs in test.index else float("nan"),
+                     "test_at_finetune": at_finetune.mean(), "test_at_finetune_sd": at_finetune.std(),
                      "test_at_end": test.loc[end].mean(), "test_at_end_sd": test.loc[end].std(),
                      "max_drop": drop, "unstable": drop > UNSTABLE_DROP})
     readout = pd.DataFrame(rows).set_index("strategy")
@@ -293,7 +287,6 @@ def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
     table2_rows = table2(run, force=False).set_index("strategy")
     points: list[Point] = []
     for strategy in STRATEGIES:
-        trained = trained_method_points(run, strategy)
         curve = recovery_curve(run, strategy, force=False).set_index("epoch")
         known = {"constant rate": curve.at[epochs, "test_acc"],
                  "one-cycle (Table 2)": table2_rows.at[strategy, "acc_finetuned"]}
@@ -303,7 +296,7 @@ def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
             points.append((key, f"{strategy} {method}", {"strategy": strategy, "method": method, "epochs": epochs},
                            partial(lambda v, k: [{"acc_finetuned": float(v), "conv_weights_kept_pct": float(k)}],
                                    value, kept)))
-        points += trained
+        points += trained_method_points(run, strategy)
     return experiment_table(run, "recovery_methods", points, METHOD_COLUMNS, force)
 
 

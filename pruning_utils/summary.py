@@ -43,11 +43,15 @@ def run_label(run_dir: Path) -> str:
     def values(field: str, pick=lambda v: v) -> str:
         return " / ".join(dict.fromkeys(str(pick(r[field])) for r in records if field in r))
 
-    dense = store.record("dense.pt") or {"inputs": {}}
-    return (f"profile `{values('profile')}` (width {dense['inputs'].get('width', '?')}), seed {values('seed')}, "
+    return (f"profile `{values('profile')}` (width {_recorded_width(run_dir)}), seed {values('seed')}, "
             f"data: {values('data', lambda d: d['source'])}, {values('precision')} on {values('device')} "
             f"({values('cpu')}), code {values('code_version')}; accuracies are test-set accuracy in eval mode "
             "unless marked")
+
+
+def _recorded_width(run_dir: Path) -> float | str:
+    """The model width the run's dense model was trained at, from its provenance record ("?" without one)."""
+    return (Store(run_dir, {}).record("dense.pt") or {"inputs": {}})["inputs"].get("width", "?")
 
 
 def table1_markdown(run_dir: Path) -> str:
@@ -255,8 +259,9 @@ def _seeds_of(frame: pd.DataFrame, dirs: dict[int, Path]) -> str:
 
 def _curve_lr(run_dir: Path) -> float:
     """The constant rate the run's recovery curves were computed with, from their provenance record."""
-    record = json.loads((run_dir / "provenance" / f"recovery_curve_{STRATEGIES[0]}.csv.json").read_text())
+    record = Store(run_dir, {}).record(f"recovery_curve_{STRATEGIES[0]}.csv")
     return float(record["inputs"]["recovery"]["recipe"]["lr"])
+
 
 def seeds_markdown(run_dir: Path) -> str:
     """The multi-seed findings (notebook 07) as far as every seed has them, and what is still missing."""
@@ -341,11 +346,13 @@ def paper_markdown(run_dir: Path) -> str:
 def width_markdown(run_dir: Path, wide_dir: Path) -> str:
     """The same pipeline on a wider model (``wide_dir``, one seed) beside the main run's seed: Table 1's
     sparsities and Table 2's recovery at each width, each drop from that width's own dense model."""
+    from . import tables
+
     if not (wide_dir / "results.csv").exists() or not (wide_dir / "dense_metrics.json").exists():
         return "(no wider run committed)"
     rows, widths = [], {}
     for where in (run_dir, wide_dir):
-        width = (Store(where, {}).record("dense.pt") or {"inputs": {}})["inputs"].get("width", "?")
+        width = _recorded_width(where)
         dense = 100 * json.loads((where / "dense_metrics.json").read_text())["test_accuracy"]
         widths[width] = where
         for r in pd.read_csv(where / "results.csv").itertuples():
@@ -366,15 +373,17 @@ def width_markdown(run_dir: Path, wide_dir: Path) -> str:
     results, metrics = _per_seed(dirs, "results.csv"), _per_seed(dirs, "dense_metrics.json")
     spread = ""
     if results is not None and metrics is not None and len(dirs) > 1:
-        dense_pct = metrics.set_index("seed")["test_accuracy"] * 100
-        sd = (results["seed"].map(dense_pct) - results["acc_finetuned"]).groupby(results["strategy"]).std()
+        sd = tables.drop_from_dense(results, metrics).groupby(results["strategy"]).std()
         spread = (f"; at width {narrow_w} the drop's sd over {len(dirs)} seeds is "
                   + ", ".join(f"{s} {sd[s]:.1f}" for s in STRATEGIES) + " points")
-    finding = (f"One seed (seed {json.loads((wide_dir / 'run.json').read_text())['seed']}) at width {wide_w}. "
+    wide_metrics = json.loads((wide_dir / "dense_metrics.json").read_text())
+    finding = (f"One seed (seed {json.loads((wide_dir / 'run.json').read_text())['seed']}) at width {wide_w} "
+               f"({wide_metrics['parameters']:,} parameters). "
                f"How much smaller the drop from dense is at width {wide_w} than at {narrow_w} (points, same seed): "
                f"{words}{spread}.")
     return (f"Run: {run_label(wide_dir)}.\n\n" + finding + "\n\n" + _md(table) + "\n\nTable 1's rule at each width (sparsity chosen per "
             f"layer, width {' -> '.join(map(str, widths))}):\n\n" + _md(cells))
+
 
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
     readme = readme or project_root() / "README.md"

@@ -87,12 +87,17 @@ def table1_across_seeds(table1: pd.DataFrame) -> pd.DataFrame:
         [(s, who) for s in STRATEGIES for who in ("seeds", "original")]]
 
 
+def drop_from_dense(rows: pd.DataFrame, dense: pd.DataFrame) -> pd.Series:
+    """Per row (with a ``seed`` column), its seed's dense test accuracy minus ``acc_finetuned``, in
+    points (``dense``: ``seed, test_accuracy`` as a fraction)."""
+    return rows["seed"].map(dense.set_index("seed")["test_accuracy"] * 100) - rows["acc_finetuned"]
+
+
 def table2_across_seeds(results: pd.DataFrame, dense: pd.DataFrame, targets: dict[str, float]) -> pd.DataFrame:
     """Table 2 as mean ± sd over seeds, with the drop from each seed's dense model and the target.
 
     ``results``: Table 2 rows with a ``seed`` column; ``dense``: ``seed, test_accuracy`` (fraction)."""
-    dense_pct = dense.set_index("seed")["test_accuracy"] * 100
-    frame = results.assign(drop=results["seed"].map(dense_pct) - results["acc_finetuned"])
+    frame = results.assign(drop=drop_from_dense(results, dense))
     columns = ["params_kept_pct", "conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "drop"]
     stats = mean_spread(frame, "strategy", columns)
     table = _mean_sd_cells(stats, columns, 1)
@@ -137,8 +142,7 @@ def methods_across_seeds(methods: pd.DataFrame, dense: pd.DataFrame, targets: di
     """The ways to recover (``recovery_methods`` rows with a ``seed`` column) as mean ± sd over seeds,
     per strategy and method: accuracy, drop from each seed's dense model against the target, and the
     difference to ``reference`` with whether it exceeds both spreads (``dense``: ``seed, test_accuracy``)."""
-    dense_pct = dense.set_index("seed")["test_accuracy"] * 100
-    frame = methods.assign(drop=methods["seed"].map(dense_pct) - methods["acc_finetuned"])
+    frame = methods.assign(drop=drop_from_dense(methods, dense))
     stats = mean_spread(frame, ["strategy", "method"], ["acc_finetuned", "drop"])
     rows = []
     for (strategy, method), r in stats.iterrows():

@@ -252,8 +252,6 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
             assert cached.at[key, "acc_finetuned"] == m[(s, fixed["method"])]
     together = recovery_study.recovery_curves(run)
     assert together.columns[0] == "strategy" and list(together["strategy"].unique()) == list(steps.STRATEGIES)
-    for s, curve in recovery_study.curves_by_strategy(together.assign(seed=0)).items():
-        pd.testing.assert_frame_equal(curve, recovery_study.recovery_curve(run, s))
     with pytest.raises(ValueError, match="recovery methods"):
         recovery_study.recovery_methods(open_run("smoke", tmp_path / "long", progress=False,
                                                  figures_dir=tmp_path / "f2", **{**TINY, "finetune_epochs": 5}))
@@ -332,7 +330,7 @@ def test_width_block_compares_each_width_with_its_own_dense_model(tmp_path):
         (path / "provenance" / "dense.pt.json").write_text(json.dumps({"key": "k", "sha256": "s",
                                                                         "inputs": {"width": width}}))
         (path / "run.json").write_text(json.dumps({"profile": "cpu", "seed": 0}))
-        (path / "dense_metrics.json").write_text(json.dumps({"test_accuracy": dense}))
+        (path / "dense_metrics.json").write_text(json.dumps({"test_accuracy": dense, "parameters": 1000}))
         pd.DataFrame({"strategy": list(steps.STRATEGIES), "acc_finetuned": finetuned, "params_kept_pct": 30.0,
                       "conv_weights_kept_pct": 12.0}).to_csv(path / "results.csv", index=False)
         pd.DataFrame({"layer": [f"conv{i}" for i in range(12)], **{s: chosen for s in steps.STRATEGIES}}).to_csv(
