@@ -89,6 +89,7 @@ def recover(
     track_validation: bool = False,
     track_test: bool = False,
     on_epoch_end=None,
+    measure=None,
     progress: bool = False,
     desc: str = "fine-tune",
     **train_options,
@@ -98,7 +99,7 @@ def recover(
     ``on_pruned(model)`` runs right after pruning (e.g. to save the pruned model). ``checkpoint``
     and ``identity`` make the fine-tuning resumable (:func:`pruning_utils.training.train`);
     ``track_validation`` adds validation accuracy per epoch to the history, ``track_test`` test
-    accuracy (percent, column ``test_acc``); ``on_epoch_end`` is
+    accuracy (percent, column ``test_acc``), ``measure(model)`` columns of its own; ``on_epoch_end`` is
     passed to :func:`pruning_utils.training.train`, with ``train_options`` (``first_epoch`` for
     learning-rate rewinding, ``teacher`` for distillation).
     Returns the row of measurements and the fine-tuning history (empty for 0 epochs).
@@ -129,7 +130,8 @@ def recover(
                         precision=settings.precision, checkpoint=checkpoint, identity=identity,
                         eval_batch_size=settings.eval_batch_size, progress=progress, desc=desc,
                         on_epoch_end=on_epoch_end,
-                        measure=(lambda m: {"test_acc": _accuracy(m, data, settings, device)}) if track_test else None,
+                        measure=lambda m: {**({"test_acc": _accuracy(m, data, settings, device)} if track_test else {}),
+                                           **(measure(m) if measure is not None else {})},
                         **train_options)
     model.eval()
     row["acc_finetuned"] = _accuracy(model, data, settings, device) if settings.recipe.epochs > 0 \

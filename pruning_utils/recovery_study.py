@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .criteria import STRATEGIES, check_strategy, unit_scores
-from .evaluation import copy_model, evaluate
+from .evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
 from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
@@ -93,6 +93,53 @@ def recovery_curves(run: Run) -> pd.DataFrame:
     """Every strategy's :func:`recovery_curve` in one frame, with a ``strategy`` column first."""
     frame = pd.concat({s: recovery_curve(run, s) for s in STRATEGIES}, names=["strategy"])
     return frame.reset_index(0).reset_index(drop=True)
+
+
+BATCHNORM_CHECK_COLUMNS = ["epoch", "val_acc", "val_acc_recalibrated", "val_acc_batch_stats", "loss", "train_acc"]
+
+
+def curve_batchnorm_check(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
+    """Whether a recovery curve's jumps come from BatchNorm's running statistics or from the weights.
+
+    The curve of ``strategy`` (:func:`recovery_curve`'s settings, seed and sparsities, so the same
+    training) is run again, and after every epoch validation accuracy (%) is measured three ways:
+    ``val_acc`` in eval mode with the running statistics (what the curve shows),
+    ``val_acc_recalibrated`` after re-estimating them on training batches
+    (:func:`pruning_utils.evaluation.recalibrate_batchnorm`, on a copy) and ``val_acc_batch_stats``
+    with each batch's own statistics (:func:`pruning_utils.evaluation.train_mode_accuracy`). Neither
+    measurement touches the model or the random state the training goes on with, so on one machine
+    ``val_acc`` is the curve's (``recovery_curve_batchnorm_<strategy>.csv``). Falls in ``val_acc``
+    alone point at stale running statistics; falls in all three, at the weights (with ``loss``)."""
+    check_strategy(strategy)
+    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    dense, dense_key = dense_model(run)
+    settings = curve_settings(run)
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
+              "recovery": settings.as_inputs()}
+    name = f"recovery_curve_batchnorm_{strategy}.csv"
+    forced = run.force if force is None else force
+
+    def measure(model: torch.nn.Module) -> dict:
+        probe = recalibrate_batchnorm(copy_model(model), run.data.train_x, num_batches=settings.recalibration_batches,
+                                      batch_size=settings.batch_size, seed=settings.seed, precision=settings.precision)
+        val = (run.data.val_x, run.data.val_y)
+        return {"val_acc_recalibrated": 100 * evaluate(probe, *val, batch_size=settings.eval_batch_size,
+                                                       precision=settings.precision),
+                "val_acc_batch_stats": 100 * train_mode_accuracy(model, *val, batch_size=settings.batch_size,
+                                                                 seed=settings.seed, precision=settings.precision)}
+
+    def compute(key: str) -> None:
+        checkpoint = checkpoint_path(run, f"curve_batchnorm_{strategy}", key, forced)
+        identity = {"step": "curve_batchnorm_check", "key": key, "seed": run.seed, "strategy": strategy}
+        _, history = recover(copy_model(dense), run.data, sparsities, strategy, settings, track_validation=True,
+                             checkpoint=checkpoint, identity=identity, measure=measure,
+                             on_epoch_end=epoch_logger(run, f"BatchNorm check {strategy}", settings.recipe.epochs))
+        run.save_csv(name, history.assign(val_acc=100 * history["val_acc"], train_acc=100 * history["train_acc"])
+                     .reindex(columns=BATCHNORM_CHECK_COLUMNS))
+        checkpoint.unlink(missing_ok=True)
+
+    run.step("curve_batchnorm_check", [name], inputs, compute, force, strategy)
+    return run.load_csv(name)
 
 
 def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: float = PLATEAU_MIN_GAIN,

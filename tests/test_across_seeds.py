@@ -250,6 +250,12 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
         assert [p[2]["method"] for p in trained] == ["LR rewinding", "distillation"]
         for key, _, fixed, _ in trained:
             assert cached.at[key, "acc_finetuned"] == m[(s, fixed["method"])]
+    # the BatchNorm check retrains the kernel curve step for step: its eval-mode column is the curve's
+    check = recovery_study.curve_batchnorm_check(run, "kernel")
+    assert list(check.columns) == recovery_study.BATCHNORM_CHECK_COLUMNS and check["epoch"].tolist() == [1, 2, 3]
+    assert check["val_acc"].tolist() == curves["kernel"]["val_acc"].iloc[1:].tolist()
+    assert check[["val_acc_recalibrated", "val_acc_batch_stats", "train_acc"]].stack().between(0, 100).all()
+    assert not run.path("checkpoints").exists() or not list(run.path("checkpoints").glob("curve_batchnorm_*"))
     together = recovery_study.recovery_curves(run)
     assert together.columns[0] == "strategy" and list(together["strategy"].unique()) == list(steps.STRATEGIES)
     with pytest.raises(ValueError, match="recovery methods"):
