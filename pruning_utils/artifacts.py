@@ -220,14 +220,32 @@ class Store:
         return out
 
 
+def machine_label(record: dict) -> str:
+    """Where a step computed, from its record (or a run's context): the CPU model, or the GPU's name
+    (the device, where no name was recorded) and its host CPU."""
+    cpu, device = record.get("cpu", ""), record.get("device", "")
+    return cpu if device in ("cpu", "") else f"{record.get('gpu') or device} (host {cpu})"
+
+
 def recorded_steps(run_dir: Path) -> pd.DataFrame:
-    """One row per computed step of a run (step, key, artifact, notebook, seconds, cpu, device, gpu,
-    code_version, created), from its provenance records: a step's artifacts share its key, so each
-    counts once. ``device`` is where the step computed (``cpu``, or ``cuda`` with ``cpu`` its host and
-    ``gpu`` its name, recorded since 2026-11-28 afternoon)."""
-    rows = [{"step": r["step"], "key": r["key"], "artifact": name, "notebook": spec_for(name).notebook,
-             "seconds": r.get("seconds", float("nan")), "cpu": r.get("cpu", ""), "device": r.get("device", ""),
-             "gpu": r.get("gpu", ""), "code_version": r.get("code_version", ""), "created": r.get("created", "")}
-            for name, r in Store(Path(run_dir), {}).records().items()]
-    columns = ["step", "key", "artifact", "notebook", "seconds", "cpu", "device", "gpu", "code_version", "created"]
+    """One row per computed step of a run (step, key, artifact, notebook, seconds, lower_bound,
+    machines, cpu, device, gpu, code_version, created), from its provenance records: a step's
+    artifacts share its key, so each counts once. ``device`` is where the step computed (``cpu``, or
+    ``cuda`` with ``cpu`` its host and ``gpu`` its name, recorded since 2026-11-28 afternoon).
+    A step made of cached points (:func:`pruning_utils.experiments.experiment_table`, inputs
+    ``points``) counts what its points took wherever they ran (``machines``), not the call that
+    assembled them; where some points carry no time (cached before points recorded it,
+    2026-11-28 evening), its seconds are a ``lower_bound``: those of the points that do, or, in a
+    record older than point times, of the call that wrote the table."""
+    rows = []
+    for name, r in Store(Path(run_dir), {}).records().items():
+        pointwise = "point_seconds" in r
+        rows.append({"step": r["step"], "key": r["key"], "artifact": name, "notebook": spec_for(name).notebook,
+                     "seconds": r["point_seconds"] if pointwise else r.get("seconds", float("nan")),
+                     "lower_bound": r["points_untimed"] > 0 if pointwise else "points" in r.get("inputs", {}),
+                     "machines": tuple(r["point_machines"]) if pointwise and r["point_machines"] else (machine_label(r),),
+                     "cpu": r.get("cpu", ""), "device": r.get("device", ""), "gpu": r.get("gpu", ""),
+                     "code_version": r.get("code_version", ""), "created": r.get("created", "")})
+    columns = ["step", "key", "artifact", "notebook", "seconds", "lower_bound", "machines", "cpu", "device", "gpu",
+               "code_version", "created"]
     return pd.DataFrame(rows, columns=columns).drop_duplicates(["step", "key"]).reset_index(drop=True)

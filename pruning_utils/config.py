@@ -88,6 +88,7 @@ class Profile:
     val_size: int = 5000  # validation images held out of the training split
     synthetic_sizes: tuple[int, int, int] = (2000, 500, 500)  # train, val, test (synthetic only)
     eval_batch_size: int = 1000  # images per evaluation batch
+    eval_batch_candidates: tuple[int, ...] = ()  # on a CPU, a new run probes these against eval_batch_size (cpu_probe)
     scan_sparsities: tuple[float, ...] = SCAN_SPARSITIES  # per-layer sensitivity grid
     threshold: float = 0.5  # the original's rule: largest sparsity before val accuracy < threshold
     recalibration_batches: int = 50  # training batches used to re-estimate BatchNorm statistics
@@ -123,6 +124,8 @@ class Profile:
             raise ValueError(f"val_size must be a multiple of 10 (the same number per class), got {self.val_size!r}")
         for size in self.synthetic_sizes:
             _check_int("synthetic_sizes", size, 1)
+        for size in self.eval_batch_candidates:
+            _check_int("eval_batch_candidates", size, 1)
         grid = list(self.scan_sparsities)
         if not grid or grid[0] != 0.0 or grid != sorted(set(grid)):
             raise ValueError(f"scan_sparsities must start at 0.0 and increase, got {self.scan_sparsities!r}")
@@ -172,6 +175,7 @@ PROFILES: dict[str, Profile] = {
         data="cifar10",
         width=0.25,
         batch_size=256,
+        eval_batch_candidates=(250, 500),  # against 1000: a new run evaluates in whichever is fastest here
         dropout=0.0,
         head_init="kaiming",
         train=Recipe(epochs=25, optimizer="sgd", lr=0.1, schedule="onecycle", weight_decay=5e-4,

@@ -13,6 +13,11 @@ fp32 without a probe; ``PRUNING_PRECISION_PROBE=0`` turns the probe off (bf16 wh
 the run's ``run.json``: a run keeps its precision (which enters every step's key), so its stored
 results stay reusable on a machine where the probe would answer otherwise. The probe's
 measurements are kept in the cache file, with the CPU named.
+
+:func:`evaluation_batch_size` does the same for the batch that evaluation and the sensitivity
+scans run in (for profiles that name candidates, ``eval_batch_candidates``): large batches of a
+narrow model can leave the CPU's caches and run slower per image. The profile's batch stays
+unless a candidate is faster per image by more than :data:`MARGIN`; the run records its batch.
 """
 
 from __future__ import annotations
@@ -73,6 +78,26 @@ def choose(seconds: dict[str, float]) -> str:
     return "fp32" if seconds["fp32"] < (1 - MARGIN) * seconds["bf16"] else "bf16"
 
 
+def _cached_entry(cache: Path, key: dict, valid: Callable[[dict], bool]) -> tuple[dict | None, list]:
+    """The valid entry of ``cache`` for ``key`` (None if there is none) and every readable entry
+    (a damaged or foreign file reads as none)."""
+    try:
+        entries = json.loads(cache.read_text())["entries"]
+        if not isinstance(entries, list):
+            raise ValueError("entries is not a list")
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
+    entries = [e for e in entries if isinstance(e, dict)]
+    found = next((e for e in entries if e.get("key") == key and valid(e)), None)
+    return found, entries
+
+
+def _store_entry(cache: Path, entries: list, entry: dict) -> None:
+    entries = [e for e in entries if e.get("key") != entry["key"]] + [entry]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cache, json.dumps({"entries": entries}, indent=2) + "\n")
+
+
 def training_precision(width: float, batch_size: int, cache: Path, measure: Measure = step_seconds,
                        log: Callable[[str], None] = print) -> str:
     """``bf16`` or ``fp32`` for training (and evaluating) a ``width`` model at ``batch_size`` on
@@ -83,15 +108,9 @@ def training_precision(width: float, batch_size: int, cache: Path, measure: Meas
     if os.environ.get(PROBE_ENV_VAR, "1") == "0":
         return "bf16"
     key = probe_key(width, batch_size)
-    try:
-        entries = json.loads(cache.read_text())["entries"]
-        if not isinstance(entries, list):
-            raise ValueError("entries is not a list")
-    except (OSError, ValueError, KeyError, TypeError):
-        entries = []
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("key") == key and entry.get("precision") in ("bf16", "fp32"):
-            return entry["precision"]
+    found, entries = _cached_entry(cache, key, lambda e: e.get("precision") in ("bf16", "fp32"))
+    if found is not None:
+        return found["precision"]
     runs: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(2):  # interleaved, so a slow moment does not fall on one precision only
         for precision in runs:
@@ -100,8 +119,67 @@ def training_precision(width: float, batch_size: int, cache: Path, measure: Meas
     chosen = choose(seconds)
     log(f"[probe] training step, width {width}, batch {batch_size} on {key['cpu']} ({key['threads']} threads): "
         f"fp32 {seconds['fp32'] * 1e3:.0f} ms, bf16 {seconds['bf16'] * 1e3:.0f} ms -> {chosen} (cached in {cache})")
-    entries = [e for e in entries if isinstance(e, dict) and e.get("key") != key]
-    entries.append({"key": key, "precision": chosen, "median_step_seconds": seconds})
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(cache, json.dumps({"entries": entries}, indent=2) + "\n")
+    _store_entry(cache, entries, {"key": key, "precision": chosen, "median_step_seconds": seconds})
+    return chosen
+
+
+# --- the evaluation batch ---------------------------------------------------------------------------
+
+EVAL_PROBE_IMAGES = 2000  # images per timed evaluation (each candidate batch should divide it)
+
+EvalMeasure = Callable[[int, float, str], list[float]]
+
+
+def eval_probe_key(width: float, precision: str, candidates: list[int]) -> dict:
+    """What the evaluation-batch probe's answer depends on."""
+    return {"version": PROBE_VERSION, "probe": "eval_batch", "cpu": cpu_model(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "width": width, "precision": precision, "candidates": candidates}
+
+
+def eval_seconds(batch_size: int, width: float, precision: str, rounds: int = PROBE_STEPS) -> list[float]:
+    """Seconds per image of evaluating :data:`EVAL_PROBE_IMAGES` random images in batches of
+    ``batch_size`` (:func:`pruning_utils.evaluation.predict`, as the study evaluates) with a fresh
+    ``width`` model, ``rounds`` times after one warm-up."""
+    from .evaluation import predict
+
+    model = VGG16(width=width).to(memory_format=torch.channels_last).eval()
+    x = torch.randint(0, 256, (EVAL_PROBE_IMAGES, 3, 32, 32), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    times = []
+    for i in range(rounds + 1):
+        started = time.perf_counter()
+        predict(model, x, batch_size=batch_size, precision=precision)
+        if i:
+            times.append((time.perf_counter() - started) / len(x))
+    return times
+
+
+def choose_batch(seconds: dict[int, float], default: int) -> int:
+    """``default`` unless another batch is faster per image by more than :data:`MARGIN`; then the fastest."""
+    fastest = min(seconds, key=seconds.get)
+    return fastest if seconds[fastest] < (1 - MARGIN) * seconds[default] else default
+
+
+def evaluation_batch_size(width: float, precision: str, default: int, candidates: tuple[int, ...], cache: Path,
+                          measure: EvalMeasure = eval_seconds, log: Callable[[str], None] = print) -> int:
+    """The batch to evaluate a ``width`` model at ``precision`` in on this CPU, among ``candidates``
+    and ``default``: from ``cache`` when it holds this machine's answer, else probed (a few seconds at
+    width 0.25) and stored there. ``PRUNING_PRECISION_PROBE=0`` (every probe off) gives ``default``."""
+    if os.environ.get(PROBE_ENV_VAR, "1") == "0" or not candidates:
+        return default
+    batches = sorted({*candidates, default})
+    key = eval_probe_key(width, precision, batches)
+    found, entries = _cached_entry(cache, key, lambda e: e.get("eval_batch_size") in batches)
+    if found is not None:
+        return found["eval_batch_size"]
+    runs: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(2):  # interleaved, as the precision probe
+        for batch in batches:
+            runs[batch] += measure(batch, width, precision)
+    seconds = {b: statistics.median(t) for b, t in runs.items()}
+    chosen = choose_batch(seconds, default)
+    log(f"[probe] evaluation, width {width}, {precision} on {key['cpu']} ({key['threads']} threads), us per image: "
+        + ", ".join(f"batch {b} {s * 1e6:.0f}" for b, s in seconds.items()) + f" -> batch {chosen} (cached in {cache})")
+    _store_entry(cache, entries, {"key": key, "eval_batch_size": chosen,
+                                  "median_seconds_per_image": {str(b): s for b, s in seconds.items()}})
     return chosen

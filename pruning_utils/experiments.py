@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from time import perf_counter
 
 import pandas as pd
 import torch
@@ -42,40 +43,67 @@ Point = tuple[str, str, dict, Callable[[], list[dict]]]  # key, label, fixed col
 
 class PointCache:
     """Rows of finished points in a CSV, keyed by a ``point`` column; rewritten atomically per point.
-    With ``refresh=True`` every lookup misses, so points are recomputed and their rows replaced."""
+    Each point's rows also carry how long its work took and where (``_seconds``, ``_machine``; read
+    by :meth:`timing`, left out of :meth:`get`). With ``refresh=True`` every lookup misses, so points
+    are recomputed and their rows replaced."""
 
     def __init__(self, path: str | os.PathLike, refresh: bool = False) -> None:
         self.path, self.refresh = Path(path), refresh
         try:
-            self.frame = (pd.read_csv(self.path, dtype={"point": str}) if self.path.exists()
+            self.frame = (pd.read_csv(self.path, dtype={"point": str, "_machine": str}) if self.path.exists()
                           else pd.DataFrame({"point": pd.Series([], dtype=str)}))
             self.frame["point"]  # noqa: B018 - must be there
         except (ValueError, KeyError, pd.errors.ParserError) as error:
             raise ArtifactError(f"point cache {self.path} cannot be read ({error}); delete it, or rerun with "
                                 "force=True (FORCE=1)") from error
 
-    def get(self, point: str) -> list[dict] | None:
-        rows = self.frame[self.frame["point"] == point]
-        return None if self.refresh or not len(rows) else rows.drop(columns="point").to_dict("records")
+    def _rows(self, point: str) -> pd.DataFrame:
+        return self.frame[self.frame["point"] == point]
 
-    def put(self, point: str, rows: list[dict]) -> None:
-        fresh = pd.DataFrame([{"point": point, **row} for row in rows])
+    def get(self, point: str) -> list[dict] | None:
+        rows = self._rows(point)
+        if self.refresh or not len(rows):
+            return None
+        return rows.drop(columns=[c for c in rows.columns if c == "point" or c.startswith("_")]).to_dict("records")
+
+    def timing(self, point: str) -> tuple[float, str] | None:
+        """Seconds the point's work took and the machine it ran on; None if not recorded (points
+        cached before 2026-11-28 evening carry no time)."""
+        rows = self._rows(point)
+        if not len(rows) or "_seconds" not in rows or pd.isna(rows["_seconds"].iloc[0]):
+            return None
+        return float(rows["_seconds"].iloc[0]), str(rows["_machine"].iloc[0])
+
+    def put(self, point: str, rows: list[dict], seconds: float | None = None, machine: str = "") -> None:
+        timing = {} if seconds is None else {"_seconds": round(seconds, 2), "_machine": machine}
+        fresh = pd.DataFrame([{"point": point, **row, **timing} for row in rows])
         kept = self.frame[self.frame["point"] != point]
         self.frame = fresh if kept.empty else pd.concat([kept, fresh], ignore_index=True)
         write_text_atomic(self.path, self.frame.to_csv(index=False))
 
+    def timings(self, points: Sequence[str]) -> dict:
+        """What ``points`` (each key once) cost in all: ``point_seconds`` (sum of the recorded times),
+        ``points_untimed`` (how many have none) and ``point_machines`` (where the timed ones ran)."""
+        found = [self.timing(p) for p in dict.fromkeys(points)]
+        timed = [t for t in found if t is not None]
+        return {"point_seconds": round(sum(t[0] for t in timed), 2), "points_untimed": len(found) - len(timed),
+                "point_machines": sorted({t[1] for t in timed})}
 
-def run_points(points: list[Point], cache: PointCache | None, progress: bool, desc: str) -> list[dict]:
-    """Run each point's work in order, skipping cached points, adding each finished one to ``cache``."""
+
+def run_points(points: list[Point], cache: PointCache | None, progress: bool, desc: str,
+               machine: str = "") -> list[dict]:
+    """Run each point's work in order, skipping cached points, adding each finished one to ``cache``
+    with the seconds its work took on ``machine``."""
     rows = []
     bar = tqdm(points, desc=desc, disable=not progress, mininterval=2.0)
     for key, label, fixed, work in bar:
         done = cache.get(key) if cache is not None else None
         if done is None:
             bar.set_postfix_str(label)
+            started = perf_counter()
             done = [{**fixed, **row} for row in work()]
             if cache is not None:
-                cache.put(key, done)
+                cache.put(key, done, perf_counter() - started, machine)
         rows.extend({**row, **fixed} for row in done)  # points may share a key (and so their result)
     return rows
 
@@ -165,13 +193,15 @@ def iterative_points(dense: nn.Module, data, base: dict, sparsities: Mapping[str
 
 
 def experiment_table(run: Run, name: str, points: list[Point], columns: list[str], force: bool | None) -> pd.DataFrame:
-    """Run ``points`` as the artifact ``<name>.csv`` (keyed by the points), resumable through ``points/<name>.csv``."""
+    """Run ``points`` as the artifact ``<name>.csv`` (keyed by the points), resumable through ``points/<name>.csv``;
+    its record carries the points' own seconds (:meth:`PointCache.timings`), not only this call's."""
     forced = run.force if force is None else force
 
-    def compute(key: str) -> None:
+    def compute(key: str) -> dict:
         cache = PointCache(run.path(f"points/{name}.csv"), refresh=forced)
-        rows = run_points(points, cache, run.progress, name)
+        rows = run_points(points, cache, run.progress, name, run.machine())
         run.save_csv(f"{name}.csv", pd.DataFrame(rows).reindex(columns=columns))
+        return cache.timings([p[0] for p in points])  # what the points cost, whenever they were computed
 
     run.step(name, [f"{name}.csv"], {"points": [p[0] for p in points]}, compute, force)
     return run.load_csv(f"{name}.csv")

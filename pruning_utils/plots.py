@@ -252,6 +252,29 @@ def recovery_curves_seeds(frame: pd.DataFrame, readout: pd.DataFrame,
     return fig
 
 
+def batchnorm_check(frame: pd.DataFrame, title: str = "Where the recovery curves fall") -> plt.Figure:
+    """Validation accuracy per fine-tuning epoch measured three ways, one panel per strategy and seed
+    (``frame``: :func:`pruning_utils.recovery_study.curve_batchnorm_check` rows with ``strategy`` and
+    ``seed`` columns)."""
+    panels = list(frame.groupby(["strategy", "seed"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), sharey=True, squeeze=False)
+    ways = {"val_acc": ("eval mode, running statistics (the curve)", "-"),
+            "val_acc_recalibrated": ("eval mode, statistics re-estimated", "--"),
+            "val_acc_batch_stats": ("batch statistics (train mode)", ":")}
+    for ax, ((strategy, seed), part) in zip(axes[0], panels):
+        part = part.sort_values("epoch")
+        for column, (label, style) in ways.items():
+            ax.plot(part["epoch"], part[column], ls=style, lw=1.5, color=STRATEGY_COLORS.get(strategy), label=label,
+                    alpha=1.0 if column == "val_acc" else 0.7)
+        ax.set(xlabel="fine-tuning epoch", title=f"{strategy}, seed {seed}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("validation accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def seed_bars(frame: pd.DataFrame, columns: Mapping[str, str], title: str, reference: float | None = None,
               reference_label: str = "dense") -> plt.Figure:
     """Mean per strategy and stage as bars, each seed as a point, whiskers min-max; an optional reference line."""

@@ -7,7 +7,7 @@ import pandas as pd
 from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
 from .criteria import STRATEGIES
 from .original import DENSE_TEST_ACCURACY, TABLE2
-from .recovery_study import PLATEAU_MIN_GAIN, PLATEAU_SMOOTHING, PLATEAU_WINDOW
+from .recovery_study import PLATEAU_MIN_GAIN, PLATEAU_SMOOTHING, PLATEAU_WINDOW, UNSTABLE_DROP
 from .runs import Run
 
 
@@ -242,6 +242,33 @@ def recovery_seeds_prose(readout: pd.DataFrame, curve_lr: float) -> str:
     return (f"Fine-tuning at a constant rate of {curve_lr:g} (the original's way), {n} seed{'s' if n != 1 else ''}, "
             f"mean ± sd. A curve levels off where {PLATEAU_WINDOW} more epochs gain less than {PLATEAU_MIN_GAIN} "
             f"points of validation accuracy ({PLATEAU_SMOOTHING}-epoch average):\n\n" + "\n".join(lines))
+
+
+def batchnorm_prose(readout: pd.DataFrame) -> str:
+    """:func:`pruning_utils.recovery_study.batchnorm_readout` in words: where a recovery curve's falls come from."""
+    lines = []
+    for (s, seed), r in readout.iterrows():
+        measured = (f"validation accuracy falls by up to {r['fall_eval']:.1f} points from one epoch to the next in eval "
+                    f"mode, {r['fall_recalibrated']:.1f} after re-estimating BatchNorm's statistics and "
+                    f"{r['fall_batch_stats']:.1f} with batch statistics")
+        if r["cause"] == "stable":
+            verdict = f"no fall above {UNSTABLE_DROP:g} points: stable"
+        else:
+            verdict = (f"{r['falls']} fall{'s' if r['falls'] != 1 else ''} above {UNSTABLE_DROP:g} points, where the "
+                       f"re-estimation adds {r['recovered_at_falls']:.1f} points on average: ")
+            verdict += ("the falls come from stale running statistics, not from the weights"
+                        if r["cause"] == "running statistics" else
+                        "the re-estimated model falls too, so the weights themselves get worse at those epochs")
+        plateau = r["plateau_recalibrated"]
+        level = ("the re-estimated curve does not level off" if plateau is None
+                 else f"the re-estimated curve levels off at epoch {plateau}")
+        rerun = ("" if "same_as_curve" not in r or pd.isna(r["same_as_curve"]) else
+                 ", the curve's own training" if r["same_as_curve"] else
+                 ", the curve's settings and seed on another machine than the curve's (so its falls come at other "
+                 "epochs)")
+        lines.append(f"- **{s}**, seed {seed}, {r['epochs']} epochs{rerun}: {measured}; {verdict}; {level}.")
+    return ("The recovery curves trained again step for step, validation accuracy measured three ways after every "
+            "epoch:\n\n" + "\n".join(lines))
 
 
 def methods_seeds_prose(table: pd.DataFrame, reference: str = "one-cycle (Table 2)") -> str:

@@ -62,14 +62,20 @@ def curve_settings(run: Run) -> RecoverySettings:
     return replace(base, recipe=replace(base.recipe, schedule="constant", lr=run.profile.curve_lr))
 
 
-def recovery_curve(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
-    """Accuracy (%) after each fine-tuning epoch at Table 1's sparsities; epoch 0 is after BN recalibration."""
+def _curve_inputs(run: Run, strategy: str) -> tuple[dict[str, float], torch.nn.Module, RecoverySettings, dict]:
+    """A recovery curve's sparsities (Table 1's), dense model, settings and step inputs."""
     check_strategy(strategy)
     sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
     dense, dense_key = dense_model(run)
     settings = curve_settings(run)
     inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
               "recovery": settings.as_inputs()}
+    return sparsities, dense, settings, inputs
+
+
+def recovery_curve(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
+    """Accuracy (%) after each fine-tuning epoch at Table 1's sparsities; epoch 0 is after BN recalibration."""
+    sparsities, dense, settings, inputs = _curve_inputs(run, strategy)
     name = f"recovery_curve_{strategy}.csv"
     forced = run.force if force is None else force
 
@@ -110,12 +116,7 @@ def curve_batchnorm_check(run: Run, strategy: str, force: bool | None = None) ->
     measurement touches the model or the random state the training goes on with, so on one machine
     ``val_acc`` is the curve's (``recovery_curve_batchnorm_<strategy>.csv``). Falls in ``val_acc``
     alone point at stale running statistics; falls in all three, at the weights (with ``loss``)."""
-    check_strategy(strategy)
-    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
-    dense, dense_key = dense_model(run)
-    settings = curve_settings(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
-              "recovery": settings.as_inputs()}
+    sparsities, dense, settings, inputs = _curve_inputs(run, strategy)
     name = f"recovery_curve_batchnorm_{strategy}.csv"
     forced = run.force if force is None else force
 
@@ -182,6 +183,41 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
     readout = pd.DataFrame(rows).set_index("strategy")
     # an epoch or None (no plateau), never NaN
     readout["plateau_mean_curve"] = pd.Series([r["plateau_mean_curve"] for r in rows], index=readout.index, dtype=object)
+    return readout
+
+
+def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per strategy and seed (``check``: :func:`curve_batchnorm_check` rows with ``strategy`` and
+    ``seed`` columns), the largest fall of validation accuracy from one epoch to the next as the
+    curve measures it (``fall_eval``), after re-estimating BatchNorm's statistics
+    (``fall_recalibrated``) and with batch statistics (``fall_batch_stats``); ``falls``: how many of
+    the eval-mode falls exceed :data:`UNSTABLE_DROP`, and ``recovered_at_falls``: how many points the
+    re-estimation adds at those epochs, on average; ``plateau_recalibrated``: where the re-estimated
+    curve levels off (:func:`plateau_epoch`; None if it does not). ``cause``: ``running statistics`` where the
+    eval-mode curve falls beyond :data:`UNSTABLE_DROP` and the re-estimated one does not, ``weights``
+    where both do, ``stable`` where the eval-mode curve does not. With ``curves``
+    (:func:`recovery_curves` rows with a ``seed`` column), ``same_as_curve`` says whether the check's
+    eval-mode column is the curve's (False: computed on another machine, whose numbers differ; None:
+    no curve)."""
+    rows = []
+    for (strategy, seed), group in check.sort_values("epoch").groupby(["strategy", "seed"], sort=False):
+        falls = {c: -group[c].diff() for c in ("val_acc", "val_acc_recalibrated", "val_acc_batch_stats")}
+        largest = {c: max(0.0, float(f.max())) if len(group) > 1 else 0.0 for c, f in falls.items()}  # 0: never falls
+        big = falls["val_acc"] > UNSTABLE_DROP
+        gap = (group["val_acc_recalibrated"] - group["val_acc"])[big]
+        rows.append({"strategy": strategy, "seed": seed, "epochs": len(group), "fall_eval": largest["val_acc"],
+                     "fall_recalibrated": largest["val_acc_recalibrated"],
+                     "fall_batch_stats": largest["val_acc_batch_stats"],
+                     "falls": int(big.sum()), "recovered_at_falls": float(gap.mean()) if len(gap) else float("nan"),
+                     "plateau_recalibrated": plateau_epoch(group.set_index("epoch")["val_acc_recalibrated"]),
+                     "cause": ("stable" if largest["val_acc"] <= UNSTABLE_DROP else
+                               "weights" if largest["val_acc_recalibrated"] > UNSTABLE_DROP else "running statistics")})
+        if curves is not None:
+            curve = curves[(curves["strategy"] == strategy) & (curves["seed"] == seed) & (curves["epoch"] >= 1)]
+            rows[-1]["same_as_curve"] = curve["val_acc"].tolist() == group["val_acc"].tolist() if len(curve) else None
+    readout = pd.DataFrame(rows).set_index(["strategy", "seed"])
+    readout["plateau_recalibrated"] = pd.Series([r["plateau_recalibrated"] for r in rows], index=readout.index,
+                                                dtype=object)  # an epoch or None, never NaN
     return readout
 
 

@@ -23,16 +23,16 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .artifacts import ArtifactError, Store, canonical, spec_for, step_key, write_text_atomic
+from .artifacts import ArtifactError, Store, canonical, machine_label, spec_for, step_key, write_text_atomic
 from .config import Profile, get_profile
-from .cpu_probe import PROBE_FILE, training_precision
+from .cpu_probe import PROBE_FILE, evaluation_batch_size, training_precision
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
 from .evaluation import pick_device, resolve_precision
 from .latency import cpu_model
@@ -183,10 +183,15 @@ class Run:
         if self.progress:
             print(message, flush=True)
 
-    def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], None],
+    def machine(self) -> str:
+        """Where this run computes: the CPU model, or the GPU's name and its host CPU."""
+        return machine_label(self.store.context)
+
+    def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], dict | None],
              force: bool | None = None, label: str = "") -> str:
         """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs``,
-        else run ``compute(key)`` (which writes them) under the run lock and record them.
+        else run ``compute(key)`` (which writes them) under the run lock and record them, with the dict
+        ``compute`` may return (e.g. the seconds of points computed earlier) in their records.
         ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``."""
         for name in names:
             spec_for(name)  # every artifact is registered
@@ -208,9 +213,9 @@ class Run:
         started = time.perf_counter()
         with run_lock(self.run_dir):
             self.store.invalidate(names)
-            compute(key)
+            extra = compute(key) or {}
             seconds = time.perf_counter() - started
-            self.store.commit(names, key, step, inputs, {"seconds": round(seconds, 2),
+            self.store.commit(names, key, step, inputs, {**extra, "seconds": round(seconds, 2),
                                                        "created": datetime.now(timezone.utc).isoformat()})
         self._current.add((step, key))
         self.events.append({"step": what, "status": "computed", "key": key, "seconds": seconds, "why": status})
@@ -298,7 +303,7 @@ def open_run(
     ``compute=False`` makes a read-only run: every step must find its stored results current, else
     it raises :class:`NotComputed` (a report from committed artifacts, with no training).
     Precision ``auto`` on a CPU is decided when the run is made (:mod:`pruning_utils.cpu_probe`)
-    and kept in ``run.json``.
+    and kept in ``run.json``; so is the evaluation batch, for a profile with ``eval_batch_candidates``.
     """
     name = resolve_profile_name(profile)
     settings = get_profile(name, **overrides)  # unknown names and impossible values raise here
@@ -328,6 +333,14 @@ def open_run(
             identity["precision"] = training_precision(settings.width, settings.batch_size,
                                                        resolve_path("data/cache") / PROBE_FILE)
         precision = identity["precision"]
+    if settings.eval_batch_candidates and device.type == "cpu" and "eval_batch_size" not in overrides:
+        # likewise the evaluation batch (it enters the keys too); a run made before runs recorded it
+        # keeps the profile's
+        if not isinstance(identity.get("eval_batch_size"), int):
+            identity["eval_batch_size"] = settings.eval_batch_size if stored else evaluation_batch_size(
+                settings.width, precision, settings.eval_batch_size, settings.eval_batch_candidates,
+                resolve_path("data/cache") / PROBE_FILE)
+        settings = replace(settings, eval_batch_size=identity["eval_batch_size"])
     if identity != stored:
         write_text_atomic(run_dir / "run.json", json.dumps(identity, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)

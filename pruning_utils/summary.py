@@ -304,6 +304,13 @@ def seeds_markdown(run_dir: Path) -> str:
         curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts)], ignore_index=True)
         readout = recovery_study.curve_readout(curves, int(results["finetune_epochs"].iloc[0]))
         parts += [prose.recovery_seeds_prose(readout, _curve_lr(run_dir)), ""]
+    checks = [part.assign(strategy=s) for s in STRATEGIES
+              if (part := _per_seed(dirs, f"recovery_curve_batchnorm_{s}.csv", partial=True)) is not None]
+    if checks:
+        curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts) if c is not None],
+                           ignore_index=True) if any(c is not None for c in curve_parts) else None
+        readout = recovery_study.batchnorm_readout(pd.concat(checks, ignore_index=True), curves)
+        parts += [prose.batchnorm_prose(readout), ""]
     if (base / "recovered_frontier.csv").exists() and metrics is not None:
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
@@ -319,21 +326,24 @@ def seeds_markdown(run_dir: Path) -> str:
 
 def notebook_times_markdown(run_dir: Path) -> str:
     """Seconds each notebook's steps took when they were computed, from the run's provenance records
-    (each step once per key), with the machines that made them (a CPU, or a GPU and its host CPU)."""
+    (each step once per key; a point-cached step counts its points), with the machines that made
+    them (a CPU, or a GPU and its host CPU); a lower bound is marked where some points carry no time."""
     frame = recorded_steps(run_dir)
     if frame.empty:
         return "(no records)"
-    frame["machine"] = [cpu if device in ("cpu", "") else f"{gpu or device} (host {cpu})"
-                        for cpu, device, gpu in zip(frame["cpu"], frame["device"], frame["gpu"])]
     table = frame.groupby("notebook").agg(seconds=("seconds", "sum"), steps=("seconds", "size"),
+                                          lower=("lower_bound", "sum"),
                                           computed=("created", lambda c: f"{min(c)[:16]} .. {max(c)[:16]}"),
-                                          on=("machine", lambda m: ", ".join(sorted(set(m)))))
-    table["minutes"] = (table.pop("seconds") / 60).round(1)
-    total = table["minutes"].sum()
+                                          on=("machines", lambda m: ", ".join(sorted(set().union(*m)))))
+    table["minutes"] = [f"{s / 60:.1f}{' +' if n else ''}" for s, n in zip(table["seconds"], table["lower"])]
+    lower = int(table["lower"].sum())
+    machines = sorted(set().union(*frame["machines"]))
     return (_md(table.reset_index()[["notebook", "minutes", "steps", "on", "computed"]])
-            + f"\n\nIn all {total:.1f} min of computation on {', '.join(sorted(frame['machine'].unique()))} "
-            "(wall-clock of each step as recorded; a step computed while another job ran reads slower; a GPU's "
-            "minutes are not a CPU's).")
+            + f"\n\nIn all {frame['seconds'].sum() / 60:.1f} min{'+' if lower else ''} of computation on "
+            f"{', '.join(machines)} (wall-clock of each step as recorded; a step made of points counts each point's "
+            "own time; a step computed while another job ran reads slower; a GPU's minutes are not a CPU's)."
+            + (f" Minutes marked + are lower bounds: {lower} step{'s' if lower != 1 else ''} of points cached before "
+               "points recorded their time count only the time recorded." if lower else ""))
 
 
 def paper_markdown(run_dir: Path) -> str:

@@ -88,6 +88,44 @@ def test_curve_readout_reads_gains_plateaus_and_instability():
     assert "+0.0 points from epoch 10 to 20 (one seed, no spread)" in text
 
 
+def test_batchnorm_readout_tells_stale_statistics_from_bad_weights():
+    def check(strategy, eval_mode, recalibrated, seed=1):
+        return pd.DataFrame({"strategy": strategy, "seed": seed, "epoch": range(1, len(eval_mode) + 1), "val_acc": eval_mode,
+                             "val_acc_recalibrated": recalibrated, "val_acc_batch_stats": [v - 1 for v in recalibrated]})
+
+    frame = pd.concat([check("kernel", [70, 40, 72, 30, 74], [71, 70, 72, 71, 74]),  # falls undone by re-estimation
+                       check("filter", [70, 50, 71], [71, 52, 72]),  # the re-estimated model falls too
+                       check("fine-grained", [70, 72, 68], [71, 73, 70]),  # a 4-point dip is not a fall
+                       check("kernel", [70, 71, 72], [70, 71, 72], seed=2)])  # each seed is read apart
+    both = recovery_study.batchnorm_readout(frame)
+    assert both.at[("kernel", 2), "cause"] == "stable" and both.at[("kernel", 1), "cause"] == "running statistics"
+    assert both.at[("kernel", 2), "fall_eval"] == 0.0  # a curve that only rises falls by 0, not by -1
+    assert both.at[("kernel", 1), "plateau_recalibrated"] is None  # 5 epochs: too short to show one
+    long = check("fine-grained", [60 + min(e, 6) for e in range(20)], [60 + min(e, 6) for e in range(20)])
+    assert recovery_study.batchnorm_readout(long).iloc[0]["plateau_recalibrated"] == plateau_epoch(
+        pd.Series([60.0 + min(e, 6) for e in range(20)], index=range(1, 21)))
+    r = both.drop(index=("kernel", 2)).droplevel("seed")
+    assert list(r["cause"]) == ["running statistics", "weights", "stable"]
+    assert r.at["kernel", "fall_eval"] == 42 and r.at["kernel", "fall_recalibrated"] == 1
+    assert r.at["kernel", "fall_batch_stats"] == 1 and r.at["kernel", "falls"] == 2
+    assert r.at["kernel", "recovered_at_falls"] == pytest.approx(((70 - 40) + (71 - 30)) / 2)
+    assert r.at["filter", "fall_recalibrated"] == 19 and r.at["fine-grained", "falls"] == 0
+    assert math.isnan(r.at["fine-grained", "recovered_at_falls"])
+    curves = pd.concat([_curves({1: [0.0, 70, 40, 72, 30, 74]}, "kernel"),  # the same training as the check
+                        _curves({2: [0.0, 70, 71, 73]}, "kernel")])  # another machine's numbers
+    assert recovery_study.batchnorm_readout(frame, curves)["same_as_curve"].loc["kernel"].tolist() == [True, False]
+    assert "same_as_curve" not in both
+    text = prose.batchnorm_prose(both)
+    assert "**kernel**, seed 1, 5 epochs: validation accuracy falls by up to 42.0 points" in text
+    compared = prose.batchnorm_prose(recovery_study.batchnorm_readout(frame, curves))
+    assert "seed 1, 5 epochs, the curve's own training:" in compared
+    assert "seed 2, 3 epochs, the curve's settings and seed on another machine than the curve's" in compared
+    assert "seed 1, 3 epochs:" in compared  # fine-grained has no curve here: nothing said
+    assert "2 falls above 5 points, where the re-estimation adds 35.5 points on average: the falls come from stale" in text
+    assert "**filter**" in text and "the weights themselves get worse" in text
+    assert "**fine-grained**, seed 1, 3 epochs:" in text and "the re-estimated curve does not level off" in text and "stable" in text
+
+
 def test_methods_across_seeds_against_a_hand_computed_table():
     dense = pd.DataFrame({"seed": [0, 1], "test_accuracy": [0.84, 0.86]})
     rows = [(seed, strategy, method, acc) for seed, shift in ((0, 0.0), (1, 1.0))

@@ -98,3 +98,61 @@ def test_a_run_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
     assert json.loads((legacy / "run.json").read_text())["precision"] == "bf16"
     assert runs.open_run("smoke", tmp_path / "fixed", progress=False).precision == "fp32"  # smoke: fp32, no probe
     assert "precision" not in json.loads((tmp_path / "fixed" / "run.json").read_text())
+
+
+class FakeEvalTimer:
+    """Seconds per image per batch size, counting the calls."""
+
+    def __init__(self, seconds: dict[int, float]):
+        self.seconds, self.calls = seconds, 0
+
+    def __call__(self, batch_size, width, precision):
+        self.calls += 1
+        return [self.seconds[batch_size]] * 3
+
+
+def test_evaluation_batch_keeps_the_default_unless_another_is_clearly_faster(tmp_path):
+    cache = tmp_path / "probe.json"
+    assert cpu_probe.choose_batch({250: 1.0, 1000: 1.0 * (1 - MARGIN) * 1.01}, 1000) == 1000  # within the margin
+    assert cpu_probe.choose_batch({250: 0.5, 500: 0.6, 1000: 1.0}, 1000) == 250
+    timer = FakeEvalTimer({250: 0.5, 500: 0.7, 1000: 1.0})
+    pick = cpu_probe.evaluation_batch_size
+    assert pick(0.25, "bf16", 1000, (250, 500), cache, measure=timer, log=lambda m: None) == 250
+    assert timer.calls == 6  # two interleaved rounds of three batches
+    entry = json.loads(cache.read_text())["entries"][0]
+    assert entry["key"] == cpu_probe.eval_probe_key(0.25, "bf16", [250, 500, 1000]) and entry["eval_batch_size"] == 250
+    assert pick(0.25, "bf16", 1000, (250, 500), cache, measure=FakeEvalTimer({}), log=lambda m: None) == 250  # cached
+    slow_small = FakeEvalTimer({250: 2.0, 500: 1.5, 1000: 1.0})
+    assert pick(0.25, "fp32", 1000, (250, 500), cache, measure=slow_small, log=lambda m: None) == 1000  # other key
+    assert training_precision(0.25, 256, cache, measure=FakeTimer(0.2, 0.1), log=lambda m: None) == "bf16"
+    assert len(json.loads(cache.read_text())["entries"]) == 3  # both probes share the file, apart
+    assert pick(0.25, "bf16", 1000, (), cache, measure=FakeEvalTimer({})) == 1000  # no candidates: no probe
+
+
+def test_real_evaluation_timer_times_per_image():
+    times = cpu_probe.eval_seconds(500, 0.0625, "fp32", rounds=1)
+    assert len(times) == 1 and 0 < times[0] < 0.01
+
+
+def test_a_run_keeps_the_evaluation_batch_it_was_made_with(tmp_path, monkeypatch):
+    from pruning_utils import runs
+
+    answers = iter([250, 500])
+    monkeypatch.setattr(runs, "evaluation_batch_size", lambda *a, **k: next(answers))
+    wanted = {"precision": "fp32", "eval_batch_candidates": (250,)}
+    made = runs.open_run("smoke", tmp_path / "run", progress=False, **wanted)
+    assert made.profile.eval_batch_size == 250 and made.settings("eval_batch_size") == {"eval_batch_size": 250}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["eval_batch_size"] == 250
+    assert runs.open_run("smoke", tmp_path / "run", progress=False, **wanted).profile.eval_batch_size == 250  # kept
+    explicit = runs.open_run("smoke", tmp_path / "run", progress=False, eval_batch_size=100, **wanted)
+    assert explicit.profile.eval_batch_size == 100  # an explicit batch wins (and enters the keys)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "run.json").write_text('{"profile": "smoke", "seed": 0}')  # made before runs recorded the batch
+    assert runs.open_run("smoke", legacy, progress=False, **wanted).profile.eval_batch_size == 500  # the profile's
+    assert json.loads((legacy / "run.json").read_text())["eval_batch_size"] == 500
+    assert runs.open_run("smoke", tmp_path / "plain", progress=False).profile.eval_batch_size == 500  # no candidates
+    assert "eval_batch_size" not in json.loads((tmp_path / "plain" / "run.json").read_text())
+    assert next(answers) == 500  # the probe was asked once only, for the new run
+    with pytest.raises(ValueError, match="eval_batch_candidates"):
+        runs.open_run("smoke", tmp_path / "bad", progress=False, eval_batch_candidates=(0,))

@@ -111,6 +111,33 @@ def test_run_points_skips_cached_points_and_keeps_each_finished_one(tmp_path):
     assert run_points(points, None, progress=False, desc="test") == rows and done[3:] == ["a", "bb", "ccc"]
 
 
+def test_a_point_cached_step_records_what_its_points_took(tmp_path, monkeypatch):
+    from pruning_utils.artifacts import recorded_steps
+    from pruning_utils.summary import notebook_times_markdown
+
+    run = open_run("smoke", tmp_path / "r", figures_dir=tmp_path / "f", progress=False, synthetic_sizes=(40, 20, 20))
+    PointCache(run.path("points/frontier.csv")).put("k1", [{"budget": 0.1}])  # cached before points had a time
+    clock = iter([100.0, 103.0, 200.0, 205.0])  # k2's work takes 3 s, k3's 5 s
+    monkeypatch.setattr(experiments, "perf_counter", lambda: next(clock))
+    points = [(k, k, {"strategy": "filter"}, lambda b=b: [{"budget": b}])
+              for k, b in (("k1", 0.1), ("k2", 0.2), ("k2", 0.2), ("k3", 0.3))]  # k2 twice: one result, one time
+    table = experiments.experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force=None)
+    assert table["budget"].tolist() == [0.1, 0.2, 0.2, 0.3] and list(table.columns) == FRONTIER_COLUMNS
+    cache = PointCache(run.path("points/frontier.csv"))
+    assert cache.get("k2") == [{"strategy": "filter", "budget": 0.2}]  # the time stays out of the rows
+    assert cache.timing("k1") is None and cache.timing("k3") == (5.0, run.machine())
+    step = recorded_steps(run.run_dir).set_index("step").loc["frontier"]
+    assert step["seconds"] == 8.0 and step["lower_bound"] and step["machines"] == (run.machine(),)
+    times = notebook_times_markdown(run.run_dir)
+    assert "| 06_beyond | 0.1 + | 1 |" in times and "lower bounds: 1 step of points" in times
+    PointCache(run.path("points/frontier.csv")).put("k1", [{"budget": 0.1}], 2.0, "elsewhere")  # now every point has a time
+    experiments.experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force=None)  # reused: the record stays
+    experiments.experiment_table(run, "frontier", points[:2], FRONTIER_COLUMNS, force=None)  # other points, new record
+    step = recorded_steps(run.run_dir).set_index("step").loc["frontier"]
+    assert step["seconds"] == 5.0 and not step["lower_bound"] and set(step["machines"]) == {"elsewhere", run.machine()}
+    assert "+" not in notebook_times_markdown(run.run_dir).split("06_beyond")[1].split("\n")[0]
+
+
 # --- the pure sweeps ----------------------------------------------------------------------------
 
 
