@@ -46,6 +46,19 @@ def conv_weights_kept_pct(model: nn.Module) -> float:
     return 100.0 * sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
 
+def emptied_filters(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Per conv layer with any: how many filters have every weight masked, and how many it has.
+    Besides the filters that filter pruning removes, kernel or fine-grained pruning can empty a
+    filter whose weights all fall below the threshold (conv0 has only 3 kernels per filter); unlike
+    a filter-pruned one, such a filter keeps its bias and BatchNorm."""
+    out = {}
+    for name, mask in layer_masks(model).items():
+        empty = int((mask.flatten(1).sum(1) == 0).sum())
+        if empty:
+            out[name] = (empty, mask.shape[0])
+    return out
+
+
 def params_kept_pct(model: nn.Module) -> float:
     """Remaining parameters of the whole model as % of its dense count."""
     counts = count_remaining_parameters(model)

@@ -266,7 +266,9 @@ def batchnorm_prose(readout: pd.DataFrame) -> str:
                  ", the curve's own training" if r["same_as_curve"] else
                  ", the curve's settings and seed on another machine than the curve's (so its falls come at other "
                  "epochs)")
-        lines.append(f"- **{s}**, seed {seed}, {r['epochs']} epochs{rerun}: {measured}; {verdict}; {level}.")
+        empty = ("" if "emptied_filters" not in r or pd.isna(r["emptied_filters"]) else
+                 f"; filters with no weight left at Table 1's sparsities: {r['emptied_filters']}")
+        lines.append(f"- **{s}**, seed {seed}, {r['epochs']} epochs{rerun}: {measured}; {verdict}; {level}{empty}.")
     return ("The recovery curves trained again step for step, validation accuracy measured three ways after every "
             "epoch:\n\n" + "\n".join(lines))
 

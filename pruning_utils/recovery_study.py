@@ -23,6 +23,7 @@ Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from functools import partial
 
@@ -30,8 +31,10 @@ import pandas as pd
 import torch
 
 from .criteria import STRATEGIES, check_strategy, unit_scores
+from .counting import emptied_filters
 from .evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
 from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
+from .masks import prune_model
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -186,7 +189,17 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
     return readout
 
 
-def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+def emptied_filters_at_table1(run: Run, strategy: str) -> dict[str, tuple[int, int]]:
+    """:func:`pruning_utils.counting.emptied_filters` of the run's dense model pruned at Table 1's
+    sparsities (where the recovery curves start): which filters have no weight left."""
+    sparsities, dense, _, _ = _curve_inputs(run, strategy)
+    model = copy_model(dense)
+    prune_model(model, sparsities, strategy)
+    return emptied_filters(model)
+
+
+def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None,
+                      emptied: Mapping[tuple[str, int], Mapping[str, tuple[int, int]]] | None = None) -> pd.DataFrame:
     """Per strategy and seed (``check``: :func:`curve_batchnorm_check` rows with ``strategy`` and
     ``seed`` columns), the largest fall of validation accuracy from one epoch to the next as the
     curve measures it (``fall_eval``), after re-estimating BatchNorm's statistics
@@ -198,7 +211,8 @@ def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None) -
     where both do, ``stable`` where the eval-mode curve does not. With ``curves``
     (:func:`recovery_curves` rows with a ``seed`` column), ``same_as_curve`` says whether the check's
     eval-mode column is the curve's (False: computed on another machine, whose numbers differ; None:
-    no curve)."""
+    no curve). With ``emptied`` (``{(strategy, seed): emptied_filters_at_table1(...)}``),
+    ``emptied_filters`` lists the filters left with no weight ("conv0 11/16, ..." or "none")."""
     rows = []
     for (strategy, seed), group in check.sort_values("epoch").groupby(["strategy", "seed"], sort=False):
         falls = {c: -group[c].diff() for c in ("val_acc", "val_acc_recalibrated", "val_acc_batch_stats")}
@@ -215,6 +229,9 @@ def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None) -
         if curves is not None:
             curve = curves[(curves["strategy"] == strategy) & (curves["seed"] == seed) & (curves["epoch"] >= 1)]
             rows[-1]["same_as_curve"] = curve["val_acc"].tolist() == group["val_acc"].tolist() if len(curve) else None
+        if emptied is not None and (strategy, seed) in emptied:
+            rows[-1]["emptied_filters"] = ", ".join(f"{layer} {n}/{of}" for layer, (n, of)
+                                                    in emptied[(strategy, seed)].items()) or "none"
     readout = pd.DataFrame(rows).set_index(["strategy", "seed"])
     readout["plateau_recalibrated"] = pd.Series([r["plateau_recalibrated"] for r in rows], index=readout.index,
                                                 dtype=object)  # an epoch or None, never NaN

@@ -7,6 +7,7 @@ from pruning_utils.counting import (
     conv_weights_kept_pct,
     count_multiply_adds_masked,
     count_remaining_parameters,
+    emptied_filters,
     layer_table,
     params_kept_pct,
 )
@@ -107,3 +108,22 @@ def test_layer_table(full_width):
     assert row["parameters"] == 32 * (64 * 9 + 1)
     assert row["multiply_adds"] == 32 * 64 * 9 * 32 * 32
     assert table.set_index("layer").at["conv0", "parameters"] == 64 * 27 + 64
+
+
+def test_emptied_filters_counts_filters_with_no_weight_left():
+    from torch.nn.utils import prune
+
+    model = VGG16(width=0.125)
+    conv0, conv3 = conv_layers(model)["conv0"], conv_layers(model)["conv3"]
+    mask = torch.ones_like(conv0.weight)
+    mask[[2, 5]] = 0  # two filters emptied
+    mask[3, :2] = 0  # one filter keeps a kernel: not empty
+    prune.custom_from_mask(conv0, "weight", mask)
+    other = torch.ones_like(conv3.weight)
+    other[0, :, 1, 1] = 0  # a weight per kernel gone, the filter is not empty
+    prune.custom_from_mask(conv3, "weight", other)
+    assert emptied_filters(model) == {"conv0": (2, 8)}
+    assert emptied_filters(VGG16(width=0.125)) == {}
+    filtered = VGG16(width=0.125)
+    prune_model(filtered, {"conv1": 0.5}, "filter")  # filter pruning empties the filters it removes
+    assert emptied_filters(filtered) == {"conv1": (4, 8)}
