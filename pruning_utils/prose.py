@@ -269,8 +269,11 @@ def batchnorm_prose(readout: pd.DataFrame) -> str:
         empty = ("" if "emptied_filters" not in r or pd.isna(r["emptied_filters"]) else
                  f"; filters with no weight left at Table 1's sparsities: {r['emptied_filters']}")
         lines.append(f"- **{s}**, seed {seed}, {r['epochs']} epochs{rerun}: {measured}; {verdict}; {level}{empty}.")
+    why = (" A filter left with no weight keeps its conv bias and BatchNorm (unlike a filter-pruned one), so it "
+           "outputs a near-constant whose running statistics rest on a variance near zero: in eval mode any lag of its "
+           "running mean is divided by about the square root of BatchNorm's eps." if "emptied_filters" in readout else "")
     return ("The recovery curves trained again step for step, validation accuracy measured three ways after every "
-            "epoch:\n\n" + "\n".join(lines))
+            f"epoch.{why}\n\n" + "\n".join(lines))
 
 
 def methods_seeds_prose(table: pd.DataFrame, reference: str = "one-cycle (Table 2)") -> str:

@@ -189,13 +189,19 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
     return readout
 
 
-def emptied_filters_at_table1(run: Run, strategy: str) -> dict[str, tuple[int, int]]:
-    """:func:`pruning_utils.counting.emptied_filters` of the run's dense model pruned at Table 1's
-    sparsities (where the recovery curves start): which filters have no weight left."""
-    sparsities, dense, _, _ = _curve_inputs(run, strategy)
+def emptied_filters_when_pruned(dense: torch.nn.Module, sparsities: Mapping[str, float],
+                                strategy: str) -> dict[str, tuple[int, int]]:
+    """:func:`pruning_utils.counting.emptied_filters` of a copy of ``dense`` pruned to ``sparsities``."""
     model = copy_model(dense)
     prune_model(model, sparsities, strategy)
     return emptied_filters(model)
+
+
+def emptied_filters_at_table1(run: Run, strategy: str) -> dict[str, tuple[int, int]]:
+    """Which filters the run's dense model pruned at Table 1's sparsities (where the recovery curves
+    start) has with no weight left (:func:`emptied_filters_when_pruned`)."""
+    sparsities, dense, _, _ = _curve_inputs(run, strategy)
+    return emptied_filters_when_pruned(dense, sparsities, strategy)
 
 
 def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None,

@@ -263,6 +263,16 @@ def _curve_lr(run_dir: Path) -> float:
     return float(record["inputs"]["recovery"]["recipe"]["lr"])
 
 
+def _emptied_filters(run_dir: Path, strategy: str) -> dict[str, tuple[int, int]]:
+    """Filters left with no weight when the run's stored dense model is pruned at its stored Table 1."""
+    from .model_files import load_model
+    from .recovery_study import emptied_filters_when_pruned
+    from .steps import sparsity_dict
+
+    dense = load_model(run_dir / "dense.pt")[0]
+    return emptied_filters_when_pruned(dense, sparsity_dict(pd.read_csv(run_dir / "sparsities.csv"), strategy), strategy)
+
+
 def seeds_markdown(run_dir: Path) -> str:
     """The multi-seed findings (notebook 07) as far as every seed has them, and what is still missing."""
     from . import recovery_study, tables
@@ -309,8 +319,10 @@ def seeds_markdown(run_dir: Path) -> str:
     if checks:
         curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts) if c is not None],
                            ignore_index=True) if any(c is not None for c in curve_parts) else None
-        readout = recovery_study.batchnorm_readout(pd.concat(checks, ignore_index=True), curves)
-        parts += [prose.batchnorm_prose(readout), ""]
+        check = pd.concat(checks, ignore_index=True)
+        emptied = {(s, seed): _emptied_filters(dirs[seed], s) for s, seed in
+                   check[["strategy", "seed"]].drop_duplicates().itertuples(index=False)}
+        parts += [prose.batchnorm_prose(recovery_study.batchnorm_readout(check, curves, emptied)), ""]
     if (base / "recovered_frontier.csv").exists() and metrics is not None:
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
