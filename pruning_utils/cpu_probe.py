@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import write_text_atomic
+from .evaluation import predict
 from .latency import cpu_model
 from .model import VGG16
 
@@ -140,8 +141,6 @@ def eval_seconds(batch_size: int, width: float, precision: str, rounds: int = PR
     """Seconds per image of evaluating :data:`EVAL_PROBE_IMAGES` random images in batches of
     ``batch_size`` (:func:`pruning_utils.evaluation.predict`, as the study evaluates) with a fresh
     ``width`` model, ``rounds`` times after one warm-up."""
-    from .evaluation import predict
-
     model = VGG16(width=width).to(memory_format=torch.channels_last).eval()
     x = torch.randint(0, 256, (EVAL_PROBE_IMAGES, 3, 32, 32), dtype=torch.uint8,
                       generator=torch.Generator().manual_seed(0))

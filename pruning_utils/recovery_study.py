@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -164,6 +165,13 @@ def plateau_epoch(accuracy: pd.Series, window: int = PLATEAU_WINDOW, min_gain: f
 UNSTABLE_DROP = 5.0  # points: a curve whose validation accuracy falls more than this between two epochs is unstable
 
 
+def largest_fall(values: pd.Series | pd.DataFrame) -> float:
+    """The largest fall from one epoch to the next (rows are epochs; over every column of a frame);
+    0 for a curve that never falls or has one epoch."""
+    falls = (-values.diff()).to_numpy(dtype=float)
+    return max(0.0, float(np.nanmax(falls))) if len(values) > 1 else 0.0
+
+
 def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
     """Per strategy, what the recovery curves of several seeds (:func:`recovery_curves` with a
     ``seed`` column) say: the plateau of the seeds' mean validation curve and of each seed's, test
@@ -176,7 +184,7 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
         test = group.pivot(index="epoch", columns="seed", values="test_acc")
         end = int(test.index.max())
         at_finetune = test.loc[finetune_epochs] if finetune_epochs in test.index else pd.Series(dtype=float)
-        drop = float((-val.diff()).max().max()) if len(val) > 1 else 0.0
+        drop = largest_fall(val)
         rows.append({"strategy": strategy, "seeds": val.shape[1], "plateau_mean_curve": plateau_epoch(val.mean(axis=1)),
                      "plateau_seeds": [plateau_epoch(val[c]) for c in val.columns],
                      "finetune_epochs": finetune_epochs, "end_epoch": end,
@@ -221,9 +229,8 @@ def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None,
     ``emptied_filters`` lists the filters left with no weight ("conv0 11/16, ..." or "none")."""
     rows = []
     for (strategy, seed), group in check.sort_values("epoch").groupby(["strategy", "seed"], sort=False):
-        falls = {c: -group[c].diff() for c in ("val_acc", "val_acc_recalibrated", "val_acc_batch_stats")}
-        largest = {c: max(0.0, float(f.max())) if len(group) > 1 else 0.0 for c, f in falls.items()}  # 0: never falls
-        big = falls["val_acc"] > UNSTABLE_DROP
+        largest = {c: largest_fall(group[c]) for c in ("val_acc", "val_acc_recalibrated", "val_acc_batch_stats")}
+        big = -group["val_acc"].diff() > UNSTABLE_DROP
         gap = (group["val_acc_recalibrated"] - group["val_acc"])[big]
         rows.append({"strategy": strategy, "seed": seed, "epochs": len(group), "fall_eval": largest["val_acc"],
                      "fall_recalibrated": largest["val_acc_recalibrated"],

@@ -326,20 +326,19 @@ def open_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     identity = dict(stored or {"profile": name, "seed": seed})
     precision = resolve_precision(settings.precision, device)
+    probe_cache = resolve_path("data/cache") / PROBE_FILE
     if settings.precision == "auto" and device.type == "cpu":
         # chosen once, when the run is made: the probe's answer for this CPU (cpu_probe), then
         # recorded, so the run's stored results stay reusable on a machine where the probe differs
         if identity.get("precision") not in ("bf16", "fp32"):
-            identity["precision"] = training_precision(settings.width, settings.batch_size,
-                                                       resolve_path("data/cache") / PROBE_FILE)
+            identity["precision"] = training_precision(settings.width, settings.batch_size, probe_cache)
         precision = identity["precision"]
     if settings.eval_batch_candidates and device.type == "cpu" and "eval_batch_size" not in overrides:
         # likewise the evaluation batch (it enters the keys too); a run made before runs recorded it
         # keeps the profile's
         if not isinstance(identity.get("eval_batch_size"), int):
             identity["eval_batch_size"] = settings.eval_batch_size if stored else evaluation_batch_size(
-                settings.width, precision, settings.eval_batch_size, settings.eval_batch_candidates,
-                resolve_path("data/cache") / PROBE_FILE)
+                settings.width, precision, settings.eval_batch_size, settings.eval_batch_candidates, probe_cache)
         settings = replace(settings, eval_batch_size=identity["eval_batch_size"])
     if identity != stored:
         write_text_atomic(run_dir / "run.json", json.dumps(identity, indent=2) + "\n")

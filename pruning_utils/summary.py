@@ -309,16 +309,14 @@ def seeds_markdown(run_dir: Path) -> str:
         parts += [f"Pruned models against narrow dense networks trained from scratch (same total epochs; mean ± sd "
                   f"over {_seeds_of(narrow, dirs)}, Table 2 over the same seeds):", "", prose.narrow_prose(table), ""]
     base = run_dir
-    curve_parts = [_per_seed(dirs, f"recovery_curve_{s}.csv", partial=True) for s in STRATEGIES]
-    if results is not None and all(c is not None for c in curve_parts):
-        curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts)], ignore_index=True)
+    curve_parts = {s: c for s in STRATEGIES if (c := _per_seed(dirs, f"recovery_curve_{s}.csv", partial=True)) is not None}
+    curves = pd.concat([c.assign(strategy=s) for s, c in curve_parts.items()], ignore_index=True) if curve_parts else None
+    if results is not None and len(curve_parts) == len(STRATEGIES):
         readout = recovery_study.curve_readout(curves, int(results["finetune_epochs"].iloc[0]))
         parts += [prose.recovery_seeds_prose(readout, _curve_lr(run_dir)), ""]
     checks = [part.assign(strategy=s) for s in STRATEGIES
               if (part := _per_seed(dirs, f"recovery_curve_batchnorm_{s}.csv", partial=True)) is not None]
     if checks:
-        curves = pd.concat([c.assign(strategy=s) for s, c in zip(STRATEGIES, curve_parts) if c is not None],
-                           ignore_index=True) if any(c is not None for c in curve_parts) else None
         check = pd.concat(checks, ignore_index=True)
         emptied = {(s, seed): _emptied_filters(dirs[seed], s) for s, seed in
                    check[["strategy", "seed"]].drop_duplicates().itertuples(index=False)}
