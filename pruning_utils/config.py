@@ -96,6 +96,9 @@ class Profile:
     budgets: tuple[float, ...] = (0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05)  # fractions of conv weights kept
     short_finetune_epochs: int = 1  # fine-tuning epochs per frontier / criteria point
     random_seeds: int = 3  # seeds of the random-selection control
+    # images per batch of the Taylor criterion's sum of |w * dL/dw| over batches: how the split is cut is part
+    # of the criterion, so it is fixed here rather than following eval_batch_size (which a CPU probe may change)
+    importance_batch_size: int = 1000
     iterative_rounds: tuple[int, ...] = (1, 3)  # rounds of prune + fine-tune to the same budget
     iterative_finetune_epochs: int | None = None  # total fine-tuning epochs per iterative schedule (None: Table 2's)
     latency_repeats: int = 20  # timed repetitions per latency measurement (median reported)
@@ -115,7 +118,8 @@ class Profile:
         _check_number("width", self.width, 0.0, None, low_open=True)
         _check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
         _check_number("curve_lr", self.curve_lr, 0.0, None, low_open=True)
-        for name in ("batch_size", "eval_batch_size", "latency_repeats", "random_seeds", "curve_epochs"):
+        for name in ("batch_size", "eval_batch_size", "importance_batch_size", "latency_repeats", "random_seeds",
+                     "curve_epochs"):
             _check_int(name, getattr(self, name), 1)
         for name in ("recalibration_batches", "short_finetune_epochs"):
             _check_int(name, getattr(self, name), 0)

@@ -7,7 +7,8 @@ in fp32 and in bf16 (interleaved, median of each), picks the faster, and caches 
 batch size, so every run on this machine gets the same answer without measuring again. bf16
 stays the choice unless fp32 is faster by more than :data:`MARGIN` (a probe of a few steps is
 noisy; a flip between runs would change the keys of every step). A CPU without AVX512-BF16 gets
-fp32 without a probe; ``PRUNING_PRECISION_PROBE=0`` turns the probe off (bf16 where supported).
+fp32 without a probe; ``PRUNING_CPU_PROBES=0`` turns this probe and the one below off (bf16 where
+supported, the profile's evaluation batch).
 
 :func:`pruning_utils.runs.open_run` asks the probe when it makes a run and records the answer in
 the run's ``run.json``: a run keeps its precision (which enters every step's key), so its stored
@@ -38,7 +39,7 @@ from .model import VGG16
 
 PROBE_VERSION = 1
 PROBE_FILE = "cpu_probe.json"  # in data/cache
-PROBE_ENV_VAR = "PRUNING_PRECISION_PROBE"
+PROBE_ENV_VAR = "PRUNING_CPU_PROBES"  # "0": no probe runs (precision and evaluation batch)
 MARGIN = 0.10  # fp32 must be this much faster (fraction of bf16's step time) to be chosen
 PROBE_STEPS = 3  # timed steps per precision, after one warm-up step
 
@@ -163,7 +164,7 @@ def evaluation_batch_size(width: float, precision: str, default: int, candidates
                           measure: EvalMeasure = eval_seconds, log: Callable[[str], None] = print) -> int:
     """The batch to evaluate a ``width`` model at ``precision`` in on this CPU, among ``candidates``
     and ``default``: from ``cache`` when it holds this machine's answer, else probed (a few seconds at
-    width 0.25) and stored there. ``PRUNING_PRECISION_PROBE=0`` (every probe off) gives ``default``."""
+    width 0.25) and stored there. ``PRUNING_CPU_PROBES=0`` (every probe off) gives ``default``."""
     if os.environ.get(PROBE_ENV_VAR, "1") == "0" or not candidates:
         return default
     batches = sorted({*candidates, default})

@@ -239,9 +239,9 @@ def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random", "taylor"), rando
     importance = importance_inputs = None
     if "taylor" in norms:
         importance_inputs = {"dense": dense_key, "data": run.data_inputs(), "split": "val",
-                             **run.settings("eval_batch_size", "precision")}
-        importance = taylor_importance(dense, run.data.val_x, run.data.val_y, batch_size=run.profile.eval_batch_size,
-                                       precision=run.precision)
+                             **run.settings("importance_batch_size", "precision")}
+        importance = taylor_importance(dense, run.data.val_x, run.data.val_y,
+                                       batch_size=run.profile.importance_batch_size, precision=run.precision)
     points = criteria_points(dense, run.data, point_base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
                              recovery_settings(run, epochs), norms,
                              run.profile.random_seeds if random_seeds is None else random_seeds,

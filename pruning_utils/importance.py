@@ -6,6 +6,11 @@ the batches of a split (the gradient of each batch's mean cross-entropy, eval mo
 uses its running statistics); ``norm="taylor"`` in :mod:`pruning_utils.criteria` sums it over
 each pruning unit. Unlike a norm, it asks how much the loss depends on the weights, not how large
 they are.
+
+The sum of absolute values over batches depends on how the split is cut into batches, so the batch
+is part of the criterion: :func:`pruning_utils.experiments.criteria` passes the profile's
+``importance_batch_size``, never the evaluation batch, which a CPU probe may choose per machine
+(:mod:`pruning_utils.cpu_probe`).
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ def test_bad_values_are_refused():
     ("threshold", 1.0, r"^threshold must be a number in \(0\.0, 1\.0\), got 1\.0$"),
     ("val_size", 55, r"^val_size must be a multiple of 10 .*got 55$"),
     ("eval_batch_size", 0, r"^eval_batch_size must be an integer >= 1, got 0$"),
+    ("importance_batch_size", 0, r"^importance_batch_size must be an integer >= 1, got 0$"),
     ("dropout", 1.0, r"^dropout must be .*got 1\.0$"),
     ("recalibration_batches", -1, r"^recalibration_batches must be an integer >= 0, got -1$"),
     ("random_seeds", True, r"^random_seeds must be an integer >= 1, got True$"),

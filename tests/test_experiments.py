@@ -344,6 +344,28 @@ def test_frontier_driver_columns_reuse_resume_and_force(run, monkeypatch):
         experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1, force=True)
 
 
+def test_the_taylor_criterion_does_not_follow_the_evaluation_batch(run, tmp_path, monkeypatch):
+    """The evaluation batch is a speed setting (a CPU probe may choose it per machine); the Taylor
+    sum of |w * dL/dw| over batches depends on how the split is cut, so it has its own fixed batch."""
+    importances = []
+    real = experiments.taylor_importance
+
+    def recorded(*args, **kwargs):
+        importances.append(real(*args, **kwargs))
+        return importances[-1]
+
+    monkeypatch.setattr(experiments, "taylor_importance", recorded)
+    other = open_run("smoke", tmp_path / "other", figures_dir=tmp_path / "figures", progress=False,
+                     **TINY_RUN, eval_batch_size=50)  # 4 batches of the 200 validation images instead of 1
+    assert other.profile.eval_batch_size == 50 and run.profile.eval_batch_size == 500
+    tables = [experiments.criteria(r, norms=("taylor",), random_seeds=0, finetune_epochs=0) for r in (run, other)]
+    assert run.profile.importance_batch_size == other.profile.importance_batch_size == 1000
+    for name, importance in importances[0].items():
+        assert torch.equal(importance, importances[1][name]), name
+    pd.testing.assert_frame_equal(tables[0].drop(columns=["acc_recalibrated", "acc_finetuned"]),
+                                  tables[1].drop(columns=["acc_recalibrated", "acc_finetuned"]))
+
+
 def test_an_interrupted_criteria_sweep_resumes_at_the_next_point(run, monkeypatch):
     calls = []
     real = recovery.prune_model
