@@ -27,6 +27,7 @@ from .compact import compact, compaction_error
 from .data import to_float
 from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy, unit_scores, units_removed
 from .importance import taylor_importance
+from .masks import mask_inputs
 from .latency import cpu_model, latency_table
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
@@ -138,7 +139,7 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
                     except ValueError as error:
                         raise ValueError(f"{strategy} {allocation} budget {budget}: {name}: {error}") from None
                 fixed = {"strategy": strategy, "allocation": allocation, "budget": float(budget)}
-                key = step_key("frontier", {**base, **fixed, "sparsities": sparsities,
+                key = step_key("frontier", {**base, **fixed, **mask_inputs(strategy), "sparsities": sparsities,
                                             "recovery": settings.as_inputs()})
                 work = partial(_row, dense, data, sparsities, strategy, settings)
                 points.append((key, f"{strategy} {allocation} {budget}", fixed, work))
@@ -166,7 +167,7 @@ def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: 
             for seed in range(random_seeds) if norm == "random" else [0]:
                 fixed = {"strategy": strategy, "criterion": CRITERIA[norm], "seed": seed}
                 extra = {"importance": importance_inputs} if norm == "taylor" else {}
-                key = step_key("criteria", {**base, **fixed, "sparsities": dict(sparsities),
+                key = step_key("criteria", {**base, **fixed, **mask_inputs(strategy), "sparsities": dict(sparsities),
                                             "recovery": settings.as_inputs(), **extra})
                 generator = torch.Generator().manual_seed(seed) if norm == "random" else None
                 work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator,
@@ -185,7 +186,7 @@ def iterative_points(dense: nn.Module, data, base: dict, sparsities: Mapping[str
     for k in rounds:
         split_epochs(settings.recipe.epochs, k)  # checks both
         fixed = {"strategy": strategy, "rounds": k}
-        key = step_key("iterative", {**base, **fixed, "sparsities": dict(sparsities),
+        key = step_key("iterative", {**base, **fixed, **mask_inputs(strategy), "sparsities": dict(sparsities),
                                      "recovery": settings.as_inputs()})
         work = partial(lambda k: prune_iteratively(dense, data, sparsities, strategy, k, settings)[1], k)
         points.append((key, f"{strategy} {k} rounds", fixed, work))
@@ -193,8 +194,11 @@ def iterative_points(dense: nn.Module, data, base: dict, sparsities: Mapping[str
 
 
 def experiment_table(run: Run, name: str, points: list[Point], columns: list[str], force: bool | None) -> pd.DataFrame:
-    """Run ``points`` as the artifact ``<name>.csv`` (keyed by the points), resumable through ``points/<name>.csv``;
-    its record carries the points' own seconds (:meth:`PointCache.timings`), not only this call's."""
+    """Run ``points`` as the artifact ``<name>.csv``, resumable through ``points/<name>.csv``; its
+    record carries the points' own seconds (:meth:`PointCache.timings`), not only this call's.
+    The table is keyed by its points' keys and their fixed columns: a point may be reused under a
+    new label (a narrow network's matched width stays while the target it matches moves), and the
+    table must then show the new label."""
     forced = run.force if force is None else force
 
     def compute(key: str) -> dict:
@@ -203,7 +207,8 @@ def experiment_table(run: Run, name: str, points: list[Point], columns: list[str
         run.save_csv(f"{name}.csv", pd.DataFrame(rows).reindex(columns=columns))
         return cache.timings([p[0] for p in points])  # what the points cost, whenever they were computed
 
-    run.step(name, [f"{name}.csv"], {"points": [p[0] for p in points]}, compute, force)
+    inputs = {"points": [p[0] for p in points], "fixed": [p[2] for p in points]}
+    run.step(name, [f"{name}.csv"], inputs, compute, force)
     return run.load_csv(f"{name}.csv")
 
 

@@ -5,11 +5,18 @@ before every forward pass), so they stay enforced through fine-tuning.
 
 What a layer's weight mask implies (:func:`mask_targets`), written once and used by
 :func:`prune_model` (masks attached for good) and by the sensitivity scan (values swapped in for
-a moment): the conv weight gets the mask; with ``strategy="filter"`` and
-``remove_filter_outputs=True`` a removed filter also masks its conv bias and the scale and shift
-of the BatchNorm after it (:func:`pruning_utils.model.batchnorm_after`), so the channel outputs
-exactly zero. ``remove_filter_outputs=False`` keeps the original report's behaviour (bias and
-BatchNorm untouched: the "pruned" channel still emits a constant).
+a moment): the conv weight gets the mask; with ``remove_filter_outputs=True`` a filter left with
+no weight, whichever strategy emptied it, also masks its conv bias and the scale and shift of the
+BatchNorm after it (:func:`pruning_utils.model.batchnorm_after`), so the channel outputs exactly
+zero. Filter pruning removes whole filters; kernel and fine-grained pruning empty a filter when all
+its kernels or weights fall below the threshold (conv0 has only 3 kernels per filter). Kept, such
+a filter's bias is a constant channel that BatchNorm divides by a near-zero running variance: its
+eval-mode output then swings with every small drift of the bias during fine-tuning.
+``remove_filter_outputs=False`` keeps the original report's behaviour (bias and BatchNorm
+untouched: the "pruned" channel still emits a constant).
+
+Every key of a pruned result includes :func:`mask_inputs` (the rule above), so results made
+under another rule are never reused.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ def mask_targets(
     model: VGG16, layer: str, weight_mask: torch.Tensor, strategy: str, remove_filter_outputs: bool = True
 ) -> MaskTargets:
     """Every parameter a weight mask of conv layer ``layer`` masks, with its mask (see module docstring)."""
+    check_strategy(strategy)
     conv = conv_layers(model)[layer]
     targets: MaskTargets = {(conv, "weight"): weight_mask.bool()}
-    if strategy == "filter" and remove_filter_outputs:
+    if remove_filter_outputs:
         alive = weight_mask.bool().flatten(1).any(dim=1)
         bn = batchnorm_after(model)[layer]
         if conv.bias is not None:
@@ -41,6 +49,14 @@ def mask_targets(
             targets[(bn, "weight")] = alive
             targets[(bn, "bias")] = alive
     return targets
+
+
+def mask_inputs(strategy: str) -> dict:
+    """What the key of a result pruned by ``strategy`` (outputs removed) records about the rule of
+    :func:`mask_targets`: nothing for filter pruning (its rule has not changed since its results
+    were first made), the emptied-filter rule (introduced 2026-11-29) for kernel and fine-grained."""
+    check_strategy(strategy)
+    return {} if strategy == "filter" else {"emptied_filters": "removed"}
 
 
 def current_mask(module: nn.Module, name: str = "weight") -> torch.Tensor | None:

@@ -72,8 +72,8 @@ def _curve_inputs(run: Run, strategy: str) -> tuple[dict[str, float], torch.nn.M
     sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
     dense, dense_key = dense_model(run)
     settings = curve_settings(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
-              "recovery": settings.as_inputs()}
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
+              "sparsities": sparsities, "recovery": settings.as_inputs()}
     return sparsities, dense, settings, inputs
 
 
@@ -267,7 +267,8 @@ def original_budgets(run: Run, force: bool | None = None) -> pd.DataFrame:
     for strategy in STRATEGIES:
         sparsities = original_sparsities(strategy)
         fixed = {"strategy": strategy}
-        key = step_key("original_budgets", {**point_base(run, dense_key), **fixed, "sparsities": sparsities,
+        key = step_key("original_budgets", {**point_base(run, dense_key), **fixed, **mask_inputs(strategy),
+                                            "sparsities": sparsities,
                                             "recovery": settings.as_inputs()})
         work = partial(lambda s, sp: [prune_and_recover(dense, run.data, sp, s, settings)], strategy, sparsities)
         points.append((key, strategy, fixed, work))
@@ -376,7 +377,7 @@ def trained_method_points(run: Run, strategy: str) -> list[Point]:
     dense, dense_key = dense_model(run)
     sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
     settings = recovery_settings(run)
-    base = {**point_base(run, dense_key), "strategy": strategy, "sparsities": sparsities}
+    base = {**point_base(run, dense_key), "strategy": strategy, **mask_inputs(strategy), "sparsities": sparsities}
     trained = {"LR rewinding": (replace(settings, recipe=run.profile.train),
                                 {"first_epoch": run.profile.train.epochs - epochs}),
                "distillation": (settings, {"teacher": dense, "distill_alpha": DISTILL_ALPHA,
@@ -423,7 +424,7 @@ def deep_scan(run: Run, strategy: str, force: bool | None = None) -> pd.DataFram
     of 16 filters) is not scanned for that layer."""
     check_strategy_parameter(strategy, allow_all=False)
     dense, dense_key = dense_model(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy,
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
               **run.settings("deep_scan_sparsities", "eval_batch_size", "precision")}
 
     def compute(key: str) -> None:

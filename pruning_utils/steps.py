@@ -25,6 +25,7 @@ from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
 from .distributions import distribution_stats
 from .evaluation import copy_model, evaluate, train_mode_accuracy
+from .masks import mask_inputs
 from .model import CONV_NAMES, VGG16, count_multiply_adds
 from .model_files import load_model, save_model
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -122,7 +123,7 @@ def sensitivity_key(run: Run, strategy: str, force: bool | None = False) -> str:
     """Make (or reuse) ``sensitivity_<strategy>.csv``, the per-layer scan on the validation split."""
     check_strategy_parameter(strategy, allow_all=False)
     dense, dense_key = dense_model(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy,
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
               **run.settings("scan_sparsities", "eval_batch_size", "precision")}
 
     def compute(key: str) -> None:
@@ -173,8 +174,8 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> s
     sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
     dense, dense_key = dense_model(run)
     settings = recovery_settings(run, train_mode=True)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, "sparsities": sparsities,
-              "recovery": settings.as_inputs()}
+    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
+              "sparsities": sparsities, "recovery": settings.as_inputs()}
     forced = run.force if force is None else force
     names = [f"pruned_{strategy}.pt", f"finetuned_{strategy}.pt", f"finetune_history_{strategy}.csv",
              f"table2_{strategy}.json"]

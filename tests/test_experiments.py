@@ -138,6 +138,22 @@ def test_a_point_cached_step_records_what_its_points_took(tmp_path, monkeypatch)
     assert "+" not in notebook_times_markdown(run.run_dir).split("06_beyond")[1].split("\n")[0]
 
 
+def test_a_point_table_follows_its_fixed_columns_where_the_points_are_reused(tmp_path):
+    """A point keeps its key when only its label moves (a narrow network's matched width stays while
+    the pruned model it is matched to moves); the table must show the new label, without rerunning it."""
+    run = open_run("smoke", tmp_path / "r", figures_dir=tmp_path / "f", progress=False, synthetic_sizes=(40, 20, 20))
+    calls = []
+
+    def points(target):
+        return [("k1", "k1", {"strategy": "kernel", "budget": target},
+                 lambda: calls.append(1) or [{"acc_finetuned": 50.0}])]
+
+    first = experiments.experiment_table(run, "frontier", points(0.2), FRONTIER_COLUMNS, force=None)
+    moved = experiments.experiment_table(run, "frontier", points(0.25), FRONTIER_COLUMNS, force=None)
+    assert first["budget"].tolist() == [0.2] and moved["budget"].tolist() == [0.25]
+    assert moved["acc_finetuned"].tolist() == [50.0] and calls == [1]  # the point ran once
+
+
 # --- the pure sweeps ----------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from pruning_utils.masks import (
     effective_weight,
     layer_masks,
     make_permanent,
+    mask_inputs,
     mask_targets,
     masked_parameters,
     prune_model,
@@ -64,7 +65,8 @@ def test_prune_model_masks_through_torch_prune_and_survive_training():
     prune_model(model, {"conv1": 0.5, "conv7": 0.8}, "kernel")
     conv1 = conv_layers(model)["conv1"]
     assert prune.is_pruned(model) and hasattr(conv1, "weight_mask")
-    assert sorted(masked_parameters(model)) == [("features.conv1", "weight"), ("features.conv7", "weight")]
+    assert {m for m, name in masked_parameters(model) if name == "weight"} == {
+        "features.conv1", "features.bn1", "features.conv7", "features.bn7"}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(3):
         loss = model(torch.rand(4, 3, 32, 32)).pow(2).sum()
@@ -95,22 +97,49 @@ def test_filter_pruning_removes_the_channel_output_unless_original_behaviour_is_
             assert torch.allclose(dead, dead[..., :1, :1].expand_as(dead))
 
 
-def test_mask_targets_filter_masks_conv_bias_and_batchnorm_others_only_the_weight():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_mask_targets_mask_the_bias_and_batchnorm_of_every_filter_left_with_no_weight(strategy):
     model = VGG16(width=0.125)
     conv, bn = conv_layers(model)["conv4"], batchnorm_after(model)["conv4"]
-    mask = make_mask(conv.weight, 0.5, "filter")
-    alive = mask.flatten(1).any(1)
-    targets = mask_targets(model, "conv4", mask, "filter")
+    mask = make_mask(conv.weight, 0.5, strategy)
+    mask[:3] = False  # three filters emptied, whatever the strategy
+    alive = torch.tensor([bool(mask[f].any()) for f in range(conv.out_channels)])  # filter by filter
+    targets = mask_targets(model, "conv4", mask, strategy)
     assert set(targets) == {(conv, "weight"), (conv, "bias"), (bn, "weight"), (bn, "bias")}
     assert torch.equal(targets[(conv, "weight")], mask)
     for key in ((conv, "bias"), (bn, "weight"), (bn, "bias")):
-        assert torch.equal(targets[key], alive) and int(targets[key].sum()) == conv.out_channels // 2
+        assert torch.equal(targets[key], alive)
+    assert not alive[:3].any() and int(alive.sum()) >= (conv.out_channels // 2 - 3 if strategy == "filter"
+                                                         else conv.out_channels - 3)
     # the original's behaviour: only the weight
-    assert set(mask_targets(model, "conv4", mask, "filter", remove_filter_outputs=False)) == {(conv, "weight")}
-    for strategy in ("kernel", "fine-grained"):
-        weight_mask = make_mask(conv.weight, 0.5, strategy)
-        targets = mask_targets(model, "conv4", weight_mask, strategy)
-        assert list(targets) == [(conv, "weight")] and torch.equal(targets[(conv, "weight")], weight_mask)
+    assert set(mask_targets(model, "conv4", mask, strategy, remove_filter_outputs=False)) == {(conv, "weight")}
+    with pytest.raises(ValueError, match="strategy"):
+        mask_targets(model, "conv4", mask, "channel")
+
+
+def test_mask_inputs_name_the_emptied_filter_rule_for_kernel_and_fine_grained_only():
+    assert mask_inputs("filter") == {}
+    assert mask_inputs("kernel") == mask_inputs("fine-grained") == {"emptied_filters": "removed"}
+    with pytest.raises(ValueError, match="strategy"):
+        mask_inputs("channel")
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "fine-grained"])
+def test_a_filter_emptied_by_kernel_or_fine_grained_pruning_outputs_zero_in_both_modes(strategy):
+    torch.manual_seed(0)
+    model = VGG16(width=0.125)
+    conv0 = model.features.conv0
+    conv0.weight.data[:2] = 0  # two filters below all others: pruned first (2 of every filter's units)
+    model.features.bn0.bias.data.fill_(0.3)  # a positive shift that would pass the ReLU
+    prune_model(model, {"conv0": 2 / conv0.out_channels}, strategy)
+    empty = ~conv0.weight_mask.flatten(1).any(1)
+    assert empty.tolist()[:2] == [True, True] and int(empty.sum()) == 2
+    upto_relu0 = model.features[: list(model.features._modules).index("relu0") + 1]
+    x = torch.rand(4, 3, 32, 32)
+    for train in (True, False):
+        model.train(train)
+        out = upto_relu0(x)
+        assert torch.all(out[:, empty] == 0) and bool(torch.all(out[:, ~empty].flatten(1).any(1)))
 
 
 def test_prune_model_applies_exactly_the_mask_targets():
@@ -120,7 +149,11 @@ def test_prune_model_applies_exactly_the_mask_targets():
         ("features.bn4", "bias"), ("features.bn4", "weight"), ("features.conv4", "bias"), ("features.conv4", "weight")]
     model = VGG16(width=0.125)
     prune_model(model, {"conv4": 0.5, "conv9": 0.3}, "kernel")
-    assert sorted(masked_parameters(model)) == [("features.conv4", "weight"), ("features.conv9", "weight")]
+    assert sorted(masked_parameters(model)) == sorted((f"features.{m}{i}", n) for i in (4, 9) for m, n in
+                                                      (("conv", "weight"), ("conv", "bias"), ("bn", "weight"), ("bn", "bias")))
+    model = VGG16(width=0.125)
+    prune_model(model, {"conv4": 0.5}, "kernel", remove_filter_outputs=False)
+    assert masked_parameters(model) == [("features.conv4", "weight")]
 
 
 def test_apply_masks_combines_with_an_existing_mask():
