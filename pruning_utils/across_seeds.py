@@ -126,6 +126,13 @@ def show_missing(frame: pd.DataFrame, seeds: Sequence[int]) -> bool:
     return len(frame) > 0
 
 
+def current_or_note(run: Run, frame_of) -> pd.DataFrame | None:
+    """``frame_of(run)`` for one run (a section of notebook 06); in a read-only run whose step is
+    not current, None, after displaying why (:func:`show_missing`)."""
+    frame = per_seed([run], frame_of)
+    return frame.drop(columns="seed") if show_missing(frame, [run.seed]) else None
+
+
 def step_seconds(runs: Sequence[Run]) -> pd.DataFrame:
     """Wall-clock seconds of every recorded step of every run (:func:`pruning_utils.artifacts.recorded_steps`),
     with a ``seed`` column: what each step cost when it was computed, and where."""

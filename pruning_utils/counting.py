@@ -49,8 +49,8 @@ def conv_weights_kept_pct(model: nn.Module) -> float:
 def emptied_filters(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Per conv layer with any: how many filters have every weight masked, and how many it has.
     Besides the filters that filter pruning removes, kernel or fine-grained pruning can empty a
-    filter whose weights all fall below the threshold (conv0 has only 3 kernels per filter); unlike
-    a filter-pruned one, such a filter keeps its bias and BatchNorm."""
+    filter whose weights all fall below the threshold (conv0 has only 3 kernels per filter); such a
+    filter is removed as a filter-pruned one is (:func:`pruning_utils.masks.mask_targets`)."""
     out = {}
     for name, mask in layer_masks(model).items():
         empty = int((mask.flatten(1).sum(1) == 0).sum())

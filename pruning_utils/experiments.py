@@ -31,8 +31,8 @@ from .masks import mask_inputs
 from .latency import cpu_model, latency_table
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
-from .runs import Run
-from .steps import chosen_sparsities, dense_model, recovery_settings, sensitivity, seven_models, sparsity_dict
+from .runs import NotComputed, Run
+from .steps import dense_model, recovery_settings, sensitivity, seven_models, strategy_sparsities
 
 CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random", "taylor": "Taylor"}
 _MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
@@ -208,8 +208,36 @@ def experiment_table(run: Run, name: str, points: list[Point], columns: list[str
         return cache.timings([p[0] for p in points])  # what the points cost, whenever they were computed
 
     inputs = {"points": [p[0] for p in points], "fixed": [p[2] for p in points]}
-    run.step(name, [f"{name}.csv"], inputs, compute, force)
+    try:
+        run.step(name, [f"{name}.csv"], inputs, compute, force)
+    except NotComputed as error:  # a read-only run: say how much of the table is still to compute
+        cache = PointCache(run.path(f"points/{name}.csv"))
+        keys = list(dict.fromkeys(p[0] for p in points))
+        todo = sum(cache.get(k) is None for k in keys)
+        raise NotComputed(error.step, f"{todo} of {len(keys)} points not computed ({error.status})") from None
     return run.load_csv(f"{name}.csv")
+
+
+class LazyMapping(Mapping):
+    """A mapping made by ``make()`` on first use (so a table whose points are all cached, or a
+    read-only run, never computes it)."""
+
+    def __init__(self, make: Callable[[], Mapping]) -> None:
+        self._make, self._made = make, None
+
+    def _mapping(self) -> Mapping:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+    def __getitem__(self, key):
+        return self._mapping()[key]
+
+    def __iter__(self):
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
 
 
 def point_base(run: Run, dense_key: str) -> dict:
@@ -237,7 +265,6 @@ def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random", "taylor"), rando
     """L2 / L1 / random / Taylor selection at Table 1's sparsities (defaults: the profile's
     ``random_seeds`` and ``short_finetune_epochs``; Taylor importance from the dense model on the
     validation split)."""
-    table1 = chosen_sparsities(run, force=False)
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
     check_choices("norms", norms, list(CRITERIA))  # before any work
@@ -245,9 +272,10 @@ def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random", "taylor"), rando
     if "taylor" in norms:
         importance_inputs = {"dense": dense_key, "data": run.data_inputs(), "split": "val",
                              **run.settings("importance_batch_size", "precision")}
-        importance = taylor_importance(dense, run.data.val_x, run.data.val_y,
-                                       batch_size=run.profile.importance_batch_size, precision=run.precision)
-    points = criteria_points(dense, run.data, point_base(run, dense_key), {s: sparsity_dict(table1, s) for s in STRATEGIES},
+        importance = LazyMapping(lambda: taylor_importance(dense, run.data.val_x, run.data.val_y,
+                                                           batch_size=run.profile.importance_batch_size,
+                                                           precision=run.precision))
+    points = criteria_points(dense, run.data, point_base(run, dense_key), {s: strategy_sparsities(run, s) for s in STRATEGIES},
                              recovery_settings(run, epochs), norms,
                              run.profile.random_seeds if random_seeds is None else random_seeds,
                              importance, importance_inputs)
@@ -258,12 +286,11 @@ def iterative(run: Run, rounds: Sequence[int] | None = None, total_finetune_epoc
               force: bool | None = None) -> pd.DataFrame:
     """Each strategy at Table 1's sparsities in 1 and more rounds (defaults: the profile's
     ``iterative_rounds`` and ``iterative_finetune_epochs``, by default Table 2's fine-tuning epochs)."""
-    table1 = chosen_sparsities(run, force=False)
     dense, dense_key = dense_model(run)
     default = run.profile.iterative_finetune_epochs or run.profile.finetune.epochs
     settings = recovery_settings(run, default if total_finetune_epochs is None else total_finetune_epochs)
     points = [p for s in STRATEGIES for p in iterative_points(
-        dense, run.data, point_base(run, dense_key), sparsity_dict(table1, s), s, settings,
+        dense, run.data, point_base(run, dense_key), strategy_sparsities(run, s), s, settings,
         run.profile.iterative_rounds if rounds is None else rounds)]
     return experiment_table(run, "iterative", points, ITERATIVE_COLUMNS, force)
 

@@ -269,9 +269,10 @@ def batchnorm_prose(readout: pd.DataFrame) -> str:
         empty = ("" if "emptied_filters" not in r or pd.isna(r["emptied_filters"]) else
                  f"; filters with no weight left at Table 1's sparsities: {r['emptied_filters']}")
         lines.append(f"- **{s}**, seed {seed}, {r['epochs']} epochs{rerun}: {measured}; {verdict}; {level}{empty}.")
-    why = (" A filter left with no weight keeps its conv bias and BatchNorm (unlike a filter-pruned one), so it "
-           "outputs a near-constant whose running statistics rest on a variance near zero: in eval mode any lag of its "
-           "running mean is divided by about the square root of BatchNorm's eps." if "emptied_filters" in readout else "")
+    why = (" A filter left with no weight is removed with its conv bias and BatchNorm scale and shift (since "
+           "2026-11-29; before, it kept them and output a near-constant whose running statistics rested on a variance "
+           "near zero, so in eval mode any lag of its running mean was divided by about the square root of "
+           "BatchNorm's eps)." if "emptied_filters" in readout else "")
     return ("The recovery curves trained again step for step, validation accuracy measured three ways after every "
             f"epoch.{why}\n\n" + "\n".join(lines))
 

@@ -35,14 +35,14 @@ from .criteria import STRATEGIES, check_strategy, unit_scores
 from .counting import emptied_filters
 from .evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
 from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
-from .masks import prune_model
+from .masks import mask_inputs, prune_model
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover
 from .runs import Run
 from .sensitivity import COLUMNS as SCAN_COLUMNS, scan_sensitivity
-from .steps import (checkpoint_path, check_strategy_parameter, chosen_sparsities, dense_model, epoch_logger,
-                    recovery_settings, sensitivity, sparsity_dict, table2)
+from .steps import (checkpoint_path, check_strategy_parameter, dense_model, epoch_logger, recovery_settings,
+                    sensitivity, sparsity_dict, strategy_sparsities, table2)
 from .artifacts import step_key
 from .training import train
 
@@ -69,7 +69,7 @@ def curve_settings(run: Run) -> RecoverySettings:
 def _curve_inputs(run: Run, strategy: str) -> tuple[dict[str, float], torch.nn.Module, RecoverySettings, dict]:
     """A recovery curve's sparsities (Table 1's), dense model, settings and step inputs."""
     check_strategy(strategy)
-    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    sparsities = strategy_sparsities(run, strategy)
     dense, dense_key = dense_model(run)
     settings = curve_settings(run)
     inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
@@ -375,7 +375,7 @@ def trained_method_points(run: Run, strategy: str) -> list[Point]:
     in ``points/recovery_methods.csv``) before or apart from the measured ones."""
     epochs = _method_epochs(run)
     dense, dense_key = dense_model(run)
-    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
+    sparsities = strategy_sparsities(run, strategy)
     settings = recovery_settings(run)
     base = {**point_base(run, dense_key), "strategy": strategy, **mask_inputs(strategy), "sparsities": sparsities}
     trained = {"LR rewinding": (replace(settings, recipe=run.profile.train),

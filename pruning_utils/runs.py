@@ -340,7 +340,7 @@ def open_run(
             identity["eval_batch_size"] = settings.eval_batch_size if stored else evaluation_batch_size(
                 settings.width, precision, settings.eval_batch_size, settings.eval_batch_candidates, probe_cache)
         settings = replace(settings, eval_batch_size=identity["eval_batch_size"])
-    if identity != stored:
+    if identity != stored and compute:  # a read-only run writes nothing
         write_text_atomic(run_dir / "run.json", json.dumps(identity, indent=2) + "\n")
     figures.mkdir(parents=True, exist_ok=True)
     return Run(settings, seed, run_dir, figures, data, device, precision,

@@ -68,8 +68,9 @@ def dense_inputs(run: Run) -> dict:
             **run.settings("width", "dropout", "head_init", "batch_size", "train", "precision", "eval_batch_size")}
 
 
-def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
-    """The run's trained dense model (trained now if it is missing or stale) and its key."""
+def dense_key(run: Run, force: bool | None = False) -> str:
+    """Make (or reuse) the run's dense model; its key. Reads no model file: the steps downstream key
+    on it and load the model only when they compute (:func:`dense_model`)."""
     inputs = dense_inputs(run)
     forced = run.force if force is None else force
 
@@ -92,7 +93,12 @@ def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
         run.save_json("dense_metrics.json", metrics)
         checkpoint.unlink(missing_ok=True)
 
-    key = run.step("dense", DENSE_FILES, inputs, compute, force)
+    return run.step("dense", DENSE_FILES, inputs, compute, force)
+
+
+def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
+    """The run's trained dense model (trained now if it is missing or stale) and its key."""
+    key = dense_key(run, force)
     if run.memo.get("dense") is None or run.memo["dense"][1] != key:
         run.memo["dense"] = (load_model(run.path("dense.pt"), run.device, expect_width=run.profile.width)[0], key)
     return run.memo["dense"]
@@ -122,12 +128,11 @@ def train_dense(run: Run, force: bool | None = None) -> tuple[VGG16, pd.DataFram
 def sensitivity_key(run: Run, strategy: str, force: bool | None = False) -> str:
     """Make (or reuse) ``sensitivity_<strategy>.csv``, the per-layer scan on the validation split."""
     check_strategy_parameter(strategy, allow_all=False)
-    dense, dense_key = dense_model(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
+    inputs = {"dense": dense_key(run), "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
               **run.settings("scan_sparsities", "eval_batch_size", "precision")}
 
     def compute(key: str) -> None:
-        scan = scan_sensitivity(dense, run.data.val_x, run.data.val_y, strategy,
+        scan = scan_sensitivity(dense_model(run)[0], run.data.val_x, run.data.val_y, strategy,
                                 sparsities=run.profile.scan_sparsities, batch_size=run.profile.eval_batch_size,
                                 precision=run.precision, progress=run.progress)
         run.save_csv(f"sensitivity_{strategy}.csv", scan)
@@ -141,12 +146,19 @@ def sensitivity(run: Run, strategy: str, force: bool | None = None) -> pd.DataFr
     return run.load_csv(f"sensitivity_{strategy}.csv")
 
 
+def strategy_sparsities(run: Run, strategy: str) -> dict[str, float]:
+    """One strategy's column of Table 1 (``{layer: sparsity}``), chosen from that strategy's scan
+    alone, so that what is pruned by one strategy does not wait on the scans of the others."""
+    sensitivity_key(run, strategy)
+    return choose_sparsities(run.load_csv(f"sensitivity_{strategy}.csv"), run.profile.threshold)
+
+
 def table1_key(run: Run, force: bool | None = False) -> str:
     """Make (or reuse) ``sparsities.csv``: per layer and strategy, the original's rule on the scans."""
     inputs = {"scans": {s: sensitivity_key(run, s) for s in STRATEGIES}, "threshold": run.profile.threshold}
 
     def compute(key: str) -> None:
-        table = {s: choose_sparsities(run.load_csv(f"sensitivity_{s}.csv"), run.profile.threshold) for s in STRATEGIES}
+        table = {s: strategy_sparsities(run, s) for s in STRATEGIES}
         frame = pd.DataFrame(table).reindex(list(CONV_NAMES))
         frame.index.name = "layer"
         run.save_csv("sparsities.csv", frame.reset_index())
@@ -171,10 +183,9 @@ def recovery_settings(run: Run, epochs: int | None = None, train_mode: bool = Fa
 
 def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> str:
     """Prune the dense model at Table 1's sparsities, measure, recalibrate, fine-tune (one Table 2 row)."""
-    sparsities = sparsity_dict(chosen_sparsities(run, force=False), strategy)
-    dense, dense_key = dense_model(run)
+    sparsities = strategy_sparsities(run, strategy)
     settings = recovery_settings(run, train_mode=True)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
+    inputs = {"dense": dense_key(run), "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
               "sparsities": sparsities, "recovery": settings.as_inputs()}
     forced = run.force if force is None else force
     names = [f"pruned_{strategy}.pt", f"finetuned_{strategy}.pt", f"finetune_history_{strategy}.csv",
@@ -184,7 +195,7 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> s
         identity = {"step": "prune_finetune", "key": key, "seed": run.seed, "strategy": strategy,
                     "recipe": asdict(settings.recipe)}
         checkpoint = checkpoint_path(run, f"finetune_{strategy}", key, forced)
-        model = copy_model(dense)
+        model = copy_model(dense_model(run)[0])
         row, history = recover(
             model, run.data, sparsities, strategy, settings, track_validation=True, checkpoint=checkpoint,
             identity=identity, on_pruned=lambda m: save_model(m, run.path(names[0]), key=key, stage="pruned"),
@@ -218,14 +229,13 @@ def filter_outputs(run: Run, force: bool | None = None) -> pd.DataFrame:
     """Filter pruning at Table 1's sparsities with the original's behaviour (a pruned filter's conv
     bias and BatchNorm kept, so it still emits a constant) against outputs removed: test accuracy
     right after pruning and after BN recalibration, eval mode (``filter_outputs.csv``)."""
-    sparsities = sparsity_dict(chosen_sparsities(run, force=False), "filter")
-    dense, dense_key = dense_model(run)
+    sparsities = strategy_sparsities(run, "filter")
     settings = recovery_settings(run, epochs=0)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "sparsities": sparsities,
+    inputs = {"dense": dense_key(run), "data": run.data_inputs(), "sparsities": sparsities,
               "recovery": settings.as_inputs()}
 
     def compute(key: str) -> None:
-        rows = []
+        dense, rows = dense_model(run)[0], []
         for remove in (False, True):
             row = prune_and_recover(dense, run.data, sparsities, "filter", settings, remove_filter_outputs=remove)
             rows.append({"filter_outputs": "removed (ours)" if remove else "kept (original)",
@@ -239,16 +249,23 @@ def filter_outputs(run: Run, force: bool | None = None) -> pd.DataFrame:
 # --- 04-05: the seven models, their weights and activations ------------------------------------
 
 
-def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """Dense, and each strategy pruned and fine-tuned (keyed as :data:`SEVEN_MODELS`), with their keys."""
-    dense, dense_key = dense_model(run)
-    models, keys = {"dense": dense}, {"dense": dense_key}
+def seven_model_keys(run: Run) -> dict[str, str]:
+    """The keys of the seven models (named as :data:`SEVEN_MODELS`), made or reused; no model file read."""
+    keys = {"dense": dense_key(run)}
     for strategy in STRATEGIES:
         key = prune_finetune_key(run, strategy)
+        keys |= {f"{strategy} {stage}": f"{key}:{stage}" for stage in ("pruned", "fine-tuned")}
+    return keys
+
+
+def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Dense, and each strategy pruned and fine-tuned (keyed as :data:`SEVEN_MODELS`), with their keys."""
+    keys = seven_model_keys(run)
+    models = {"dense": dense_model(run)[0]}
+    for strategy in STRATEGIES:
         for stage, file in (("pruned", "pruned"), ("fine-tuned", "finetuned")):
             models[f"{strategy} {stage}"] = load_model(run.path(f"{file}_{strategy}.pt"), run.device,
                                                        expect_width=run.profile.width)[0]
-            keys[f"{strategy} {stage}"] = f"{key}:{stage}"
     return models, keys
 
 

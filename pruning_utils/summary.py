@@ -29,6 +29,53 @@ def _md(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+Currency = dict[Path, dict[str, str]]  # run dir -> result -> "current" or why not (staleness.study_currency)
+ROW_RESULT = {"results.csv": lambda f: "Table 2 " + f["strategy"]}  # per row, the result it belongs to
+
+
+def _why_not(currency: Currency | None, path: Path, result: str) -> str | None:
+    """Why ``result`` of the run in ``path`` is not current; None if it is, or if nobody asked."""
+    why = (currency or {}).get(path, {}).get(result)
+    return None if why in (None, "current") else why
+
+
+def _current_only(frame: pd.DataFrame, path: Path, name: str, currency: Currency | None) -> pd.DataFrame:
+    """The rows of artifact ``name`` of the run in ``path`` that are current (all of them if
+    ``currency`` is None); a file that is one result (``name`` -> result in :data:`FILE_RESULT`)
+    keeps all its rows or none."""
+    if currency is None:
+        return frame
+    if name in ROW_RESULT:
+        return frame[[_why_not(currency, path, r) is None for r in ROW_RESULT[name](frame)]]
+    result = FILE_RESULT.get(name)
+    return frame if result is None or _why_not(currency, path, result) is None else frame.iloc[:0]
+
+
+FILE_RESULT = {**{f"recovery_curve_{s}.csv": f"recovery curve {s}" for s in STRATEGIES},
+               "recovery_methods.csv": "recovery methods", "original_budgets.csv": "original budgets",
+               "narrow_dense.csv": "narrow dense", "recovery_curve_batchnorm_kernel.csv": "BatchNorm check kernel",
+               "filter_outputs.csv": "filter outputs", "latency.csv": "latency", "frontier.csv": "frontier",
+               "criteria.csv": "criteria", "iterative.csv": "iterative", "recovered_frontier.csv": "recovered frontier"}
+
+
+def not_current_markdown(currency: Currency | None, paths: dict[str, Path]) -> str:
+    """What the blocks above leave out because this code would not reuse it: per run (``paths``:
+    label -> run dir), the results grouped by the first stale link; empty when all is current."""
+    from .staleness import CURRENT, is_missing
+
+    lines = []
+    for label, path in paths.items():
+        by_reason: dict[str, list[str]] = {}
+        for result, why in (currency or {}).get(path, {}).items():
+            if why != CURRENT and not is_missing(why):
+                by_reason.setdefault(why, []).append(result)
+        lines += [f"- {label}: {', '.join(results)} ({why})" for why, results in by_reason.items()]
+    if not lines:
+        return ""
+    return ("Not current under this code, so not shown (made by earlier code; `make report` recomputes them, "
+            "each line names the first input that changed):\n\n" + "\n".join(lines))
+
+
 SHOWN = ("dense.pt", "sparsities.csv", "results.csv", "filter_outputs.csv", "latency.csv", "frontier.csv",
          "criteria.csv", "iterative.csv")  # the artifacts the README's blocks show
 
@@ -54,14 +101,17 @@ def _recorded_width(run_dir: Path) -> float | str:
     return (Store(run_dir, {}).record("dense.pt") or {"inputs": {}})["inputs"].get("width", "?")
 
 
-def table1_markdown(run_dir: Path) -> str:
+def table1_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     ours = pd.read_csv(run_dir / "sparsities.csv")
+    for s in STRATEGIES:  # a column its scan no longer gives is not shown
+        if _why_not(currency, run_dir, f"Table 1 {s}"):
+            ours[s] = "not current"
     merged = ours.merge(TABLE1, on="layer", suffixes=(" ours", " original"))
     cols = ["layer"] + [f"{s} {who}" for s in STRATEGIES for who in ("ours", "original")]
     return _md(merged[cols])
 
 
-def table2_markdown(run_dir: Path) -> str:
+def table2_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     dense = json.loads((run_dir / "dense_metrics.json").read_text())
     results = pd.read_csv(run_dir / "results.csv").set_index("strategy")
     original = TABLE2.set_index("strategy")
@@ -74,6 +124,11 @@ def table2_markdown(run_dir: Path) -> str:
     }]
     for s in STRATEGIES:
         r, o = results.loc[s], original.loc[s]
+        if _why_not(currency, run_dir, f"Table 2 {s}"):
+            rows.append({"model": s, **{c: "not current" for c in rows[0] if c != "model"},
+                         "original: after pruning / fine-tuning (train mode)":
+                             f"{o['acc_pruned']:.2f} / {o['acc_finetuned']:.2f}"})
+            continue
         rows.append({
             "model": s,
             "% params left (ours / orig.)": f"{r['params_kept_pct']:.1f} / {o['params_kept_pct']:.2f}",
@@ -87,15 +142,18 @@ def table2_markdown(run_dir: Path) -> str:
     return _md(pd.DataFrame(rows))
 
 
-def differences_markdown(run_dir: Path) -> str:
-    """Why our numbers differ from the original's, each reason with the measurement behind it."""
+def differences_markdown(run_dir: Path, currency: Currency | None = None) -> str:
+    """Why our numbers differ from the original's, each reason with the measurement behind it (from
+    the current results only)."""
     dense = json.loads((run_dir / "dense_metrics.json").read_text())
-    results = pd.read_csv(run_dir / "results.csv").set_index("strategy")
-    outputs = pd.read_csv(run_dir / "filter_outputs.csv").set_index("filter_outputs")["acc_pruned"]
+    results = _current_only(pd.read_csv(run_dir / "results.csv"), run_dir, "results.csv", currency).set_index("strategy")
+    outputs = _current_only(pd.read_csv(run_dir / "filter_outputs.csv"), run_dir, "filter_outputs.csv", currency)
+    outputs = outputs.set_index("filter_outputs")["acc_pruned"]
     record = json.loads((run_dir / "provenance" / "dense.pt.json").read_text())
-    pruned_eval = ", ".join(f"{s} {results.at[s, 'acc_pruned']:.1f}%" for s in STRATEGIES)
-    pruned_train = ", ".join(f"{s} {results.at[s, 'acc_pruned_train_mode']:.1f}%" for s in STRATEGIES)
-    recal = ", ".join(f"{s} {results.at[s, 'acc_recalibrated']:.1f}%" for s in STRATEGIES)
+    shown = [s for s in STRATEGIES if s in results.index]
+    pruned_eval = ", ".join(f"{s} {results.at[s, 'acc_pruned']:.1f}%" for s in shown)
+    pruned_train = ", ".join(f"{s} {results.at[s, 'acc_pruned_train_mode']:.1f}%" for s in shown)
+    recal = ", ".join(f"{s} {results.at[s, 'acc_recalibrated']:.1f}%" for s in shown)
     return "\n".join([
         f"- **Eval vs train mode.** The original measured accuracy without `model.eval()` (BatchNorm batch "
         f"statistics, dropout on). Right after pruning, in eval mode: {pruned_eval}; the same models in train "
@@ -122,20 +180,23 @@ def differences_markdown(run_dir: Path) -> str:
     ])
 
 
-def beyond_markdown(run_dir: Path) -> str:
-    """Notebook 06's findings, from its cached CSVs (what exists of them)."""
+def beyond_markdown(run_dir: Path, currency: Currency | None = None) -> str:
+    """Notebook 06's findings, from its cached CSVs (what exists of them and is current)."""
+    def shown(name: str) -> bool:
+        return (run_dir / name).exists() and not _why_not(currency, run_dir, FILE_RESULT[name])
+
     parts = []
-    if (run_dir / "latency.csv").exists():
+    if shown("latency.csv"):
         parts.append("**Real speed.** " + prose.latency_prose(pd.read_csv(run_dir / "latency.csv")))
-    if (run_dir / "frontier.csv").exists():
+    if shown("frontier.csv"):
         parts.append("**How far (equal conv budgets, short fine-tune).**\n\n"
                      + prose.frontier_prose(pd.read_csv(run_dir / "frontier.csv")))
-    if (run_dir / "criteria.csv").exists():
+    if shown("criteria.csv"):
         parts.append("**Which weights: L2 vs L1 vs random at Table 1's sparsities** (test accuracy).\n\n"
                      + prose.criteria_prose(pd.read_csv(run_dir / "criteria.csv")))
-    if (run_dir / "iterative.csv").exists():
+    if shown("iterative.csv"):
         parts.append("**One shot vs iterative.** " + prose.iterative_prose(pd.read_csv(run_dir / "iterative.csv")))
-    return "\n\n".join(parts) or "(notebook 06 has not run)"
+    return "\n\n".join(parts) or "(nothing of notebook 06 is current in this run)"
 
 
 def benchmarks_markdown(records_dir: Path) -> str:
@@ -234,17 +295,21 @@ def study_run_dirs(run_dir: Path) -> dict[int, Path]:
     return {s: seed_run_dir(run_dir, base, s) for s in seeds}
 
 
-def _per_seed(dirs: dict[int, Path], name: str, partial: bool = False) -> pd.DataFrame | None:
-    """``name`` of every seed's run with a ``seed`` column; None if a seed lacks it, or with
-    ``partial`` the seeds that have it (None if none has)."""
+def _per_seed(dirs: dict[int, Path], name: str, partial: bool = False,
+              currency: Currency | None = None) -> pd.DataFrame | None:
+    """``name`` of every seed's run with a ``seed`` column, its current rows only
+    (:func:`_current_only`); None if a seed has none, or with ``partial`` the seeds that have
+    some (None if none has)."""
     frames = []
     for seed, path in dirs.items():
-        if not (path / name).exists():
+        frame = None
+        if (path / name).exists():
+            frame = (pd.DataFrame([json.loads((path / name).read_text())]) if name.endswith(".json")
+                     else _current_only(pd.read_csv(path / name), path, name, currency))
+        if frame is None or frame.empty:
             if partial:
                 continue
             return None
-        frame = (pd.DataFrame([json.loads((path / name).read_text())]) if name.endswith(".json")
-                 else pd.read_csv(path / name))
         frames.append(frame.assign(seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -273,20 +338,49 @@ def _emptied_filters(run_dir: Path, strategy: str) -> dict[str, tuple[int, int]]
     return emptied_filters_when_pruned(dense, sparsity_dict(pd.read_csv(run_dir / "sparsities.csv"), strategy), strategy)
 
 
-def seeds_markdown(run_dir: Path) -> str:
-    """The multi-seed findings (notebook 07) as far as every seed has them, and what is still missing."""
+HOLDINGS = {"Table 1": [f"Table 1 {s}" for s in STRATEGIES], "Table 2": [f"Table 2 {s}" for s in STRATEGIES],
+            "recovery curves": [f"recovery curve {s}" for s in STRATEGIES], "recovery methods": ["recovery methods"],
+            "original budgets": ["original budgets"], "narrow dense": ["narrow dense"],
+            "BatchNorm check": ["BatchNorm check kernel"]}
+
+
+def _holding(currency: Currency, path: Path, results: list[str]) -> str:
+    """One cell of the holdings table: ``current``, ``stale``, ``missing``, ``-`` (not asked) or the
+    strategies that are current (``current: filter``)."""
+    from .staleness import CURRENT, is_missing
+
+    whys = [currency.get(path, {}).get(r) for r in results]
+    if all(w is None for w in whys):
+        return "-"
+    current = [r.rsplit(" ", 1)[-1] for r, w in zip(results, whys) if w == CURRENT]
+    if len(current) == len(results):
+        return "current"
+    if current:
+        return "current: " + ", ".join(current)
+    return "missing" if all(w is None or is_missing(w) for w in whys) else "stale"
+
+
+def seeds_markdown(run_dir: Path, currency: Currency | None = None) -> str:
+    """The multi-seed findings (notebook 07) as far as every seed has them current, and what is
+    still missing or stale."""
     from . import recovery_study, tables
     from .original import EVAL_MODE_CHECKPOINTS
 
     dirs = study_run_dirs(run_dir)
     if len(dirs) < 2:
         return 'One seed so far: `make report SEEDS="0 1 2"` runs the multi-seed study (notebook 07).'
-    wanted = {"dense model": "dense_metrics.json", "Table 2": "results.csv", "original budgets": "original_budgets.csv",
-              "narrow dense": "narrow_dense.csv"}
-    progress = pd.DataFrame([{"seed": s, **{k: "done" if (d / f).exists() else "missing" for k, f in wanted.items()}}
-                             for s, d in dirs.items()])
-    parts = [f"Seeds {', '.join(map(str, dirs))}; what each seed's run holds:", "", _md(progress), ""]
-    metrics, results = _per_seed(dirs, "dense_metrics.json"), _per_seed(dirs, "results.csv")
+    if currency is None:
+        wanted = {"dense model": "dense_metrics.json", "Table 2": "results.csv",
+                  "original budgets": "original_budgets.csv", "narrow dense": "narrow_dense.csv"}
+        progress = pd.DataFrame([{"seed": s, **{k: "done" if (d / f).exists() else "missing" for k, f in wanted.items()}}
+                                 for s, d in dirs.items()])
+    else:
+        progress = pd.DataFrame([{"seed": s, **{k: _holding(currency, d, r) for k, r in HOLDINGS.items()}}
+                                 for s, d in dirs.items()])
+        progress = progress.loc[:, (progress != "-").any()]
+    parts = [f"Seeds {', '.join(map(str, dirs))}; what each seed's run holds"
+             + (" (current: what this code reuses)" if currency is not None else "") + ":", "", _md(progress), ""]
+    metrics, results = _per_seed(dirs, "dense_metrics.json"), _per_seed(dirs, "results.csv", currency=currency)
     if metrics is not None:
         parts += [prose.seeds_dense_prose(metrics), ""]
     if metrics is not None and results is not None:
@@ -298,39 +392,43 @@ def seeds_markdown(run_dir: Path) -> str:
             parts += [f"Table 2 across seeds ({int(results['finetune_epochs'].iloc[0])} fine-tuning epochs; mean ± sd, "
                       "test accuracy % in eval mode), against the recovery targets:", "",
                       _md(table.reset_index()), "", prose.table2_seeds_prose(table), ""]
-    budgets = _per_seed(dirs, "original_budgets.csv", partial=True)
+    budgets = _per_seed(dirs, "original_budgets.csv", partial=True, currency=currency)
     if budgets is not None:
         table = tables.original_budgets_table(budgets, EVAL_MODE_CHECKPOINTS)
         parts += [f"At the original's per-layer sparsities (mean ± sd over {_seeds_of(budgets, dirs)}):", "",
                   _md(table.reset_index()), ""]
-    narrow = _per_seed(dirs, "narrow_dense.csv", partial=True)
+    narrow = _per_seed(dirs, "narrow_dense.csv", partial=True, currency=currency)
     if narrow is not None and results is not None:
         table = tables.narrow_table(narrow, results)
         parts += [f"Pruned models against narrow dense networks trained from scratch (same total epochs; mean ± sd "
                   f"over {_seeds_of(narrow, dirs)}, Table 2 over the same seeds):", "", prose.narrow_prose(table), ""]
     base = run_dir
-    curve_parts = {s: c for s in STRATEGIES if (c := _per_seed(dirs, f"recovery_curve_{s}.csv", partial=True)) is not None}
+    curve_parts = {s: c for s in STRATEGIES if (c := _per_seed(dirs, f"recovery_curve_{s}.csv", partial=True, currency=currency)) is not None}
     curves = pd.concat([c.assign(strategy=s) for s, c in curve_parts.items()], ignore_index=True) if curve_parts else None
     if results is not None and len(curve_parts) == len(STRATEGIES):
         readout = recovery_study.curve_readout(curves, int(results["finetune_epochs"].iloc[0]))
         parts += [prose.recovery_seeds_prose(readout, _curve_lr(run_dir)), ""]
     checks = [part.assign(strategy=s) for s in STRATEGIES
-              if (part := _per_seed(dirs, f"recovery_curve_batchnorm_{s}.csv", partial=True)) is not None]
+              if (part := _per_seed(dirs, f"recovery_curve_batchnorm_{s}.csv", partial=True, currency=currency)) is not None]
     if checks:
         check = pd.concat(checks, ignore_index=True)
         emptied = {(s, seed): _emptied_filters(dirs[seed], s) for s, seed in
                    check[["strategy", "seed"]].drop_duplicates().itertuples(index=False)}
         parts += [prose.batchnorm_prose(recovery_study.batchnorm_readout(check, curves, emptied)), ""]
-    if (base / "recovered_frontier.csv").exists() and metrics is not None:
+    if ((base / "recovered_frontier.csv").exists() and metrics is not None
+            and not _why_not(currency, base, "recovered frontier")):
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
         parts += ["", "The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
                   "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
                   prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd)]
-    methods = _per_seed(dirs, "recovery_methods.csv", partial=True)
+    methods = _per_seed(dirs, "recovery_methods.csv", partial=True, currency=currency)
     if methods is not None and metrics is not None:
         table = tables.methods_across_seeds(methods, metrics, recovery_study.RECOVERY_TARGETS)
         parts += ["", prose.methods_seeds_prose(table)]
+    stale = not_current_markdown(currency, {f"seed {s}": d for s, d in dirs.items()})
+    if stale:
+        parts += ["", stale]
     return "\n".join(parts).rstrip()
 
 
@@ -356,14 +454,14 @@ def notebook_times_markdown(run_dir: Path) -> str:
                "points recorded their time count only the time recorded." if lower else ""))
 
 
-def paper_markdown(run_dir: Path) -> str:
+def paper_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     """The paper profile's run (the original's recipe at full width, computed on a GPU), if committed."""
     if not (run_dir / "run.json").exists():
         return "(no paper-profile run committed)"
-    return f"Run: {run_label(run_dir)}.\n\n" + seeds_markdown(run_dir)
+    return f"Run: {run_label(run_dir)}.\n\n" + seeds_markdown(run_dir, currency)
 
 
-def width_markdown(run_dir: Path, wide_dir: Path) -> str:
+def width_markdown(run_dir: Path, wide_dir: Path, currency: Currency | None = None) -> str:
     """The same pipeline on a wider model (``wide_dir``, one seed) beside the main run's seed: Table 1's
     sparsities and Table 2's recovery at each width, each drop from that width's own dense model."""
     from . import tables
@@ -375,7 +473,7 @@ def width_markdown(run_dir: Path, wide_dir: Path) -> str:
         width = _recorded_width(where)
         dense = 100 * json.loads((where / "dense_metrics.json").read_text())["test_accuracy"]
         widths[width] = where
-        for r in pd.read_csv(where / "results.csv").itertuples():
+        for r in _current_only(pd.read_csv(where / "results.csv"), where, "results.csv", currency).itertuples():
             rows.append({"strategy": r.strategy, "width": width, "dense (%)": round(dense, 1),
                          "% params left": round(r.params_kept_pct, 1),
                          "% conv weights left": round(r.conv_weights_kept_pct, 1),
@@ -384,39 +482,60 @@ def width_markdown(run_dir: Path, wide_dir: Path) -> str:
     table = pd.DataFrame(rows).sort_values(["strategy", "width"], key=lambda c: c.map(
         {s: i for i, s in enumerate(STRATEGIES)}) if c.name == "strategy" else c, kind="stable")
     chosen = pd.concat({w: pd.read_csv(d / "sparsities.csv").set_index("layer") for w, d in widths.items()}, axis=1)
-    cells = pd.DataFrame({s: [" -> ".join(f"{chosen[(w, s)][layer]:.1f}" for w in widths) for layer in chosen.index]
+    cells = pd.DataFrame({s: [" -> ".join("not current" if _why_not(currency, d, f"Table 1 {s}")
+                                          else f"{chosen[(w, s)][layer]:.1f}" for w, d in widths.items())
+                              for layer in chosen.index]
                           for s in STRATEGIES}, index=chosen.index).reset_index()
     drops = table.pivot(index="strategy", columns="width", values="drop from dense (points)").reindex(list(STRATEGIES))
     narrow_w, wide_w = list(widths)
-    words = ", ".join(f"{s} {drops.at[s, narrow_w] - drops.at[s, wide_w]:+.1f}" for s in STRATEGIES)
+    both = [s for s in STRATEGIES if drops.loc[s].notna().all()]  # current at both widths
+    words = ", ".join(f"{s} {drops.at[s, narrow_w] - drops.at[s, wide_w]:+.1f}" for s in both) or "(none current)"
     dirs = study_run_dirs(run_dir)
-    results, metrics = _per_seed(dirs, "results.csv"), _per_seed(dirs, "dense_metrics.json")
+    results = _per_seed(dirs, "results.csv", currency=currency)
+    metrics = _per_seed(dirs, "dense_metrics.json")
     spread = ""
     if results is not None and metrics is not None and len(dirs) > 1:
         sd = tables.drop_from_dense(results, metrics).groupby(results["strategy"]).std()
         spread = (f"; at width {narrow_w} the drop's sd over {len(dirs)} seeds is "
-                  + ", ".join(f"{s} {sd[s]:.1f}" for s in STRATEGIES) + " points")
+                  + ", ".join(f"{s} {sd[s]:.1f}" for s in both if s in sd) + " points")
     wide_metrics = json.loads((wide_dir / "dense_metrics.json").read_text())
     finding = (f"One seed (seed {json.loads((wide_dir / 'run.json').read_text())['seed']}) at width {wide_w} "
                f"({wide_metrics['parameters']:,} parameters). "
                f"How much smaller the drop from dense is at width {wide_w} than at {narrow_w} (points, same seed): "
                f"{words}{spread}.")
+    stale = not_current_markdown(currency, {f"width {w}": d for w, d in widths.items()})
     return (f"Run: {run_label(wide_dir)}.\n\n" + finding + "\n\n" + _md(table) + "\n\nTable 1's rule at each width (sparsity chosen per "
-            f"layer, width {' -> '.join(map(str, widths))}):\n\n" + _md(cells))
+            f"layer, width {' -> '.join(map(str, widths))}):\n\n" + _md(cells) + (f"\n\n{stale}" if stale else ""))
+
+
+def readme_currency(run_dirs: list[Path]) -> Currency:
+    """:func:`pruning_utils.staleness.study_currency` of every committed study the README shows."""
+    from .staleness import study_currency
+
+    found: Currency = {}
+    for path in run_dirs:
+        if (path / "run.json").exists():
+            found |= study_currency(path)
+    return found
 
 
 def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
+    """Rewrite the README's generated blocks from the committed runs, showing only what this code
+    would reuse (:func:`readme_currency`; needs the CIFAR-10 source the runs were made from)."""
     readme = readme or project_root() / "README.md"
     text = readme.read_text()
+    paper, wide = resolve_path("data/runs/paper"), resolve_path(f"data/runs/{run_dir.name}-w0.5")
+    currency = readme_currency([run_dir, paper, wide])
+    main_stale = not_current_markdown(currency, {"this run": run_dir})
     blocks = {
         "run-label": run_label(run_dir),
-        "table1": table1_markdown(run_dir),
-        "table2": table2_markdown(run_dir),
-        "differences": differences_markdown(run_dir),
-        "beyond": beyond_markdown(run_dir),
-        "seeds": seeds_markdown(run_dir),
-        "paper": paper_markdown(resolve_path("data/runs/paper")),
-        "width": width_markdown(run_dir, resolve_path(f"data/runs/{run_dir.name}-w0.5")),
+        "table1": table1_markdown(run_dir, currency),
+        "table2": table2_markdown(run_dir, currency) + (f"\n\n{main_stale}" if main_stale else ""),
+        "differences": differences_markdown(run_dir, currency),
+        "beyond": beyond_markdown(run_dir, currency),
+        "seeds": seeds_markdown(run_dir, currency),
+        "paper": paper_markdown(paper, currency),
+        "width": width_markdown(run_dir, wide, currency),
         "times": notebook_times_markdown(run_dir),
         "benchmarks": benchmarks_markdown(resolve_path("data/benchmarks")),
     }

@@ -423,3 +423,29 @@ def test_strip_plot_figures_redraw_identically_and_leave_numpy_random_alone():
     np.random.seed(1)
     png()
     assert np.random.random() == after_first  # the caller's random stream is untouched
+
+
+def test_the_readme_blocks_show_only_what_this_code_would_reuse(tmp_path, monkeypatch):
+    from pruning_utils import staleness, summary
+
+    run = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False, **TINY)
+    steps.table2(run)
+    steps.chosen_sparsities(run)
+    before = summary.table2_markdown(run.run_dir)
+    real = steps.mask_inputs  # a new masking rule for kernel pruning, as the emptied-filter rule was
+    monkeypatch.setattr(steps, "mask_inputs", lambda s: {**real(s), "rule": 2} if s == "kernel" else real(s))
+    read_only = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False,
+                         compute=False, **TINY)
+    currency = {run.run_dir: staleness.stale_results(read_only, staleness.TABLE1_COLUMNS | staleness.TABLE2_ROWS)}
+    assert [k for k, why in currency[run.run_dir].items() if why != staleness.CURRENT] == ["Table 1 kernel",
+                                                                                         "Table 2 kernel"]
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary.table2_markdown(run.run_dir, currency).splitlines()}
+    old_rows = {line.split(" | ")[0].strip("| "): line for line in before.splitlines()}
+    assert "not current" in rows["kernel"] and "not current" not in rows["filter"]
+    assert rows["filter"] == old_rows["filter"] and rows["fine-grained"] == old_rows["fine-grained"]
+    table1 = summary.table1_markdown(run.run_dir, currency).splitlines()
+    kernel_ours = table1[0].split(" | ").index("kernel ours")
+    assert all(line.split(" | ")[kernel_ours] == "not current" for line in table1[2:])
+    note = summary.not_current_markdown(currency, {"seed 0": run.run_dir})
+    assert "- seed 0: Table 1 kernel, Table 2 kernel (sensitivity (kernel): inputs changed: rule)" in note
+    assert summary.not_current_markdown({run.run_dir: {"Table 2 kernel": staleness.CURRENT}}, {"x": run.run_dir}) == ""

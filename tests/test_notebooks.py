@@ -139,6 +139,11 @@ def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     logs = _step_logs(_report(run_dir, compute=False))
     assert "reused" in logs and "computed" not in logs
     assert artifacts() == before  # nothing rewritten, nothing added
+    (run_dir / "frontier.csv").unlink()  # a section of notebook 06 that is not current: said, and the rest shown
+    executed = _report(run_dir, notebooks=("06_beyond",), compute=False)
+    text = json.dumps(nbformat.read(executed[0], 4).cells)
+    assert "Not computed yet for seed 0" in text and "frontier: 0 of" in text and "missing frontier.csv" in text
+    assert text.count("Not computed yet") == 1 and "Traceback" not in text  # criteria, iterative: shown
     with pytest.raises(papermill.PapermillExecutionError, match="NotComputed") as failure:
         _report(tmp_path / "empty", notebooks=("01_train",), compute=False)
     assert "dense: missing" in str(failure.value)

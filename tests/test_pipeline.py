@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning_utils import experiments, steps
+from pruning_utils import experiments, staleness, steps
 from pruning_utils.artifacts import REGISTRY, ArtifactError, spec_for
 from pruning_utils.runs import open_run
 from pruning_utils.training import CheckpointError
@@ -31,6 +31,7 @@ def base_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
     run = _open(run_dir)
     steps.table2(run)
+    steps.chosen_sparsities(run)  # Table 1 (the rows of Table 2 read their own scans, not it)
     assert set(_status(run).values()) == {"computed"}
     return run_dir
 
@@ -58,7 +59,7 @@ def test_a_changed_finetuning_recipe_recomputes_table2_and_reuses_the_scans(run_
     run = _open(run_dir, finetune_epochs=2)
     results = steps.table2(run)
     status = _status(run)
-    assert status["dense"] == "reused" and status["table1"] == "reused"
+    assert status["dense"] == "reused" and "table1" not in status  # each row reads its own scan
     assert all(status[f"sensitivity ({s})"] == "reused" for s in steps.STRATEGIES)
     assert all(status[f"prune_finetune ({s})"] == "computed" for s in steps.STRATEGIES)
     assert status["table2"] == "computed" and (results["finetune_epochs"] == 2).all()
@@ -71,6 +72,37 @@ def test_a_changed_dense_model_recomputes_everything_downstream(run_dir):
     steps.table2(run)
     assert set(_status(run).values()) == {"computed"}
     assert "train.epochs" in run.events[0]["why"]
+
+
+CHANGES = {  # overrides, the strategy whose masking rule changes, what the stale rows' reason names
+    "none": ({}, None, ""),
+    "recipe": ({"finetune_epochs": 2}, None, "recovery.recipe.epochs"),
+    "rule": ({}, "kernel", "sensitivity (kernel): inputs changed: rule"),
+    "dense": ({"epochs": 1}, None, "dense: inputs changed: train.epochs"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_what_a_read_only_run_calls_stale_is_what_the_pipeline_recomputes(run_dir, tmp_path, monkeypatch, change):
+    overrides, rule_of, reason = CHANGES[change]
+    if rule_of:  # a new masking rule for one strategy enters its keys (as the emptied-filter rule did)
+        real = steps.mask_inputs
+        monkeypatch.setattr(steps, "mask_inputs", lambda s: {**real(s), "rule": 2} if s == rule_of else real(s))
+    bare = tmp_path / "bare"  # committed as the GPU runs are: records and tables, no model file
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("*.pt"))
+    before = _bytes(bare)
+    read_only = _open(bare, compute=False, **overrides)
+    read_only.store.records_suffice = True
+    stale = staleness.stale_results(read_only, staleness.TABLE2_ROWS)
+    assert _bytes(bare) == before  # a read-only run writes nothing
+    run = _open(run_dir, **overrides)
+    steps.table2(run)
+    computed = {s for s in steps.STRATEGIES if _status(run)[f"prune_finetune ({s})"] == "computed"}
+    assert len(computed) == {"none": 0, "recipe": 3, "rule": 1, "dense": 3}[change]
+    assert {name.removeprefix("Table 2 ") for name, why in stale.items() if why != staleness.CURRENT} == computed
+    assert all(reason in stale[f"Table 2 {s}"] for s in computed)
+    with pytest.raises(ValueError, match="read-only"):
+        staleness.stale_results(run, staleness.TABLE2_ROWS)
 
 
 def test_a_threshold_works_on_an_existing_run_and_keys_table1(run_dir):
@@ -93,7 +125,7 @@ def test_force_recomputes_the_steps_called_but_not_their_upstream(run_dir):
     run = _open(run_dir, force=True)
     steps.table2(run)
     status = _status(run)
-    assert status["dense"] == "reused" and status["table1"] == "reused"
+    assert status["dense"] == "reused" and all(status[f"sensitivity ({s})"] == "reused" for s in steps.STRATEGIES)
     assert all(status[f"prune_finetune ({s})"] == "computed" for s in steps.STRATEGIES)
     assert status["table2"] == "computed"
 
