@@ -330,14 +330,14 @@ def open_run(
     if settings.precision == "auto" and device.type == "cpu":
         # chosen once, when the run is made: the probe's answer for this CPU (cpu_probe), then
         # recorded, so the run's stored results stay reusable on a machine where the probe differs
-        if identity.get("precision") not in ("bf16", "fp32"):
+        if identity.get("precision") not in ("bf16", "fp32") and compute:  # a read-only run measures nothing
             identity["precision"] = training_precision(settings.width, settings.batch_size, probe_cache)
-        precision = identity["precision"]
+        precision = identity["precision"] if identity.get("precision") in ("bf16", "fp32") else precision
     if settings.eval_batch_candidates and device.type == "cpu" and "eval_batch_size" not in overrides:
         # likewise the evaluation batch (it enters the keys too); a run made before runs recorded it
         # keeps the profile's
         if not isinstance(identity.get("eval_batch_size"), int):
-            identity["eval_batch_size"] = settings.eval_batch_size if stored else evaluation_batch_size(
+            identity["eval_batch_size"] = settings.eval_batch_size if stored or not compute else evaluation_batch_size(
                 settings.width, precision, settings.eval_batch_size, settings.eval_batch_candidates, probe_cache)
         settings = replace(settings, eval_batch_size=identity["eval_batch_size"])
     if identity != stored and compute:  # a read-only run writes nothing

@@ -428,7 +428,7 @@ def seeds_markdown(run_dir: Path, currency: Currency | None = None) -> str:
         parts += ["", prose.methods_seeds_prose(table)]
     stale = not_current_markdown(currency, {f"seed {s}": d for s, d in dirs.items()})
     if stale:
-        parts += ["", stale]
+        parts += ([] if parts[-1] == "" else [""]) + [stale]
     return "\n".join(parts).rstrip()
 
 

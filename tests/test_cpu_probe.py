@@ -98,6 +98,12 @@ def test_a_run_keeps_the_precision_it_was_made_with(tmp_path, monkeypatch):
     assert json.loads((legacy / "run.json").read_text())["precision"] == "bf16"
     assert runs.open_run("smoke", tmp_path / "fixed", progress=False).precision == "fp32"  # smoke: fp32, no probe
     assert "precision" not in json.loads((tmp_path / "fixed" / "run.json").read_text())
+    unrecorded = tmp_path / "unrecorded"  # made on a GPU, where run.json records no CPU precision
+    unrecorded.mkdir()
+    (unrecorded / "run.json").write_text('{"profile": "smoke", "seed": 0}')
+    monkeypatch.setattr(runs, "training_precision", lambda *a, **k: pytest.fail("a read-only run probed"))
+    runs.open_run("smoke", unrecorded, progress=False, precision="auto", compute=False)
+    assert (unrecorded / "run.json").read_text() == '{"profile": "smoke", "seed": 0}'  # and wrote nothing
 
 
 class FakeEvalTimer:
