@@ -32,7 +32,7 @@ from .latency import cpu_model, latency_table
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
 from .runs import NotComputed, Run
-from .steps import dense_model, recovery_settings, sensitivity, seven_models, strategy_sparsities
+from .steps import dense_model, recovery_settings, sensitivity, seven_model_keys, seven_models, strategy_sparsities
 
 CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random", "taylor": "Taylor"}
 _MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
@@ -298,17 +298,22 @@ def iterative(run: Run, rounds: Sequence[int] | None = None, total_finetune_epoc
 # --- real speed ---------------------------------------------------------------------------------
 
 
+SPEED_MODELS = {"dense": "dense", **{f"{s} (masked)": f"{s} fine-tuned" for s in STRATEGIES},
+                "filter (compacted)": "filter fine-tuned"}  # timed model -> the model of the seven it is made from
+
+
+def speed_model_keys(run: Run) -> dict[str, str]:
+    """The keys of :func:`speed_models`' models, made or reused; no model file read."""
+    keys = seven_model_keys(run)
+    return {name: keys[source] + (":compacted" if "compacted" in name else "") for name, source in SPEED_MODELS.items()}
+
+
 def speed_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """Dense, the fine-tuned models as masked (dense kernels), and the filter model compacted; with keys."""
-    models, keys = seven_models(run)
-    chosen = {"dense": models["dense"]}
-    chosen_keys = {"dense": keys["dense"]}
-    for strategy in STRATEGIES:
-        chosen[f"{strategy} (masked)"] = models[f"{strategy} fine-tuned"]
-        chosen_keys[f"{strategy} (masked)"] = keys[f"{strategy} fine-tuned"]
-    chosen["filter (compacted)"] = compact(models["filter fine-tuned"])
-    chosen_keys["filter (compacted)"] = keys["filter fine-tuned"] + ":compacted"
-    return chosen, chosen_keys
+    models, _ = seven_models(run)
+    chosen = {name: compact(models[source]) if "compacted" in name else models[source]
+              for name, source in SPEED_MODELS.items()}
+    return chosen, speed_model_keys(run)
 
 
 def stratified_sample(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:

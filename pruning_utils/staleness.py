@@ -46,7 +46,7 @@ SEED_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of every seed's ru
 BATCHNORM_CHECK = {"BatchNorm check kernel": lambda run: recovery_study.curve_batchnorm_check(run, "kernel")}
 MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own run (notebooks 03-07)
     "filter outputs": steps.filter_outputs,
-    "latency": lambda run: experiments.latency(run, {}, experiments.speed_models(run)[1]),
+    "latency": lambda run: experiments.latency(run, {}, experiments.speed_model_keys(run)),
     "frontier": experiments.frontier,
     "criteria": experiments.criteria,
     "iterative": experiments.iterative,

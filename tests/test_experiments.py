@@ -458,6 +458,7 @@ def test_speed_models_and_latency_driver(run, monkeypatch):
     assert list(models) == list(keys) == ["dense", "fine-grained (masked)", "kernel (masked)", "filter (masked)",
                                           "filter (compacted)"]
     assert keys["filter (compacted)"] == keys["filter (masked)"] + ":compacted"
+    assert experiments.speed_model_keys(run) == keys  # the same keys without reading a model file
     masked, compacted = models["filter (masked)"], models["filter (compacted)"]
     assert sum(c.out_channels for c in conv_layers(compacted).values()) < sum(
         c.out_channels for c in conv_layers(masked).values())
