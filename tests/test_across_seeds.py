@@ -127,7 +127,7 @@ def test_batchnorm_readout_tells_stale_statistics_from_bad_weights():
     assert pd.isna(listed[("filter", 1)])  # not asked: nothing said
     said = prose.batchnorm_prose(recovery_study.batchnorm_readout(frame, emptied=emptied))
     assert "level off; filters with no weight left at Table 1's sparsities: conv0 11/16, conv8 2/64." in said
-    assert "keeps its conv bias and BatchNorm" in said and "keeps its conv bias" not in text  # said where counted
+    assert "is removed with its conv bias and BatchNorm" in said and "removed with its conv bias" not in text  # said where counted
     assert "2 falls above 5 points, where the re-estimation adds 35.5 points on average: the falls come from stale" in text
     assert "**filter**" in text and "the weights themselves get worse" in text
     assert "**fine-grained**, seed 1, 3 epochs:" in text and "the re-estimated curve does not level off" in text and "stable" in text
