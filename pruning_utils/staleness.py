@@ -8,17 +8,19 @@ of the real steps, so what this module calls current is exactly what ``make repo
 
 Runs committed without their model files (the GPU runs) are judged by their records alone
 (:attr:`pruning_utils.artifacts.Store.records_suffice`): the keys of the dense model and of
-Table 2 need no model file. The steps of notebooks 06 and 07 load models to make their keys;
-they are asked only of runs whose models are there (``beyond=True``).
+Table 2 need no model file. The other steps load the dense model to make their keys; they are
+asked only of runs whose dense model is there (:func:`study_currency`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from . import experiments, recovery_study, steps
+from .config import get_profile
 from .criteria import STRATEGIES
 from .runs import NotComputed, Run, open_run
 
@@ -34,16 +36,15 @@ def _table1_column(run: Run, strategy: str) -> None:
         raise NotComputed("table1", f"the stored {strategy} column is not what its scan gives")
 
 
-TABLE1_COLUMNS = {f"Table 1 {s}": (lambda s: lambda run: _table1_column(run, s))(s) for s in STRATEGIES}
-TABLE2_ROWS = {f"Table 2 {s}": (lambda s: lambda run: steps.prune_finetune_key(run, s))(s) for s in STRATEGIES}
-SEED_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of every seed's run (notebook 07)
-    **TABLE2_ROWS,
-    **{f"recovery curve {s}": (lambda s: lambda run: recovery_study.recovery_curve(run, s))(s) for s in STRATEGIES},
+TABLE1_COLUMNS = {f"Table 1 {s}": partial(_table1_column, strategy=s) for s in STRATEGIES}
+TABLE2_ROWS = {f"Table 2 {s}": partial(steps.prune_finetune_key, strategy=s) for s in STRATEGIES}
+SEED_RESULTS: dict[str, Callable[[Run], object]] = {  # also asked of every seed's run with its dense model (notebook 07)
+    **{f"recovery curve {s}": partial(recovery_study.recovery_curve, strategy=s) for s in STRATEGIES},
     "recovery methods": recovery_study.recovery_methods,
     "original budgets": recovery_study.original_budgets,
     "narrow dense": recovery_study.narrow_dense,
 }
-BATCHNORM_CHECK = {"BatchNorm check kernel": lambda run: recovery_study.curve_batchnorm_check(run, "kernel")}
+BATCHNORM_CHECK = {"BatchNorm check kernel": partial(recovery_study.curve_batchnorm_check, strategy="kernel")}
 MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own run (notebooks 03-07)
     "filter outputs": steps.filter_outputs,
     "latency": lambda run: experiments.latency(run, {}, experiments.speed_model_keys(run)),
@@ -63,8 +64,6 @@ def open_read_only(run_dir: Path, data_source: str | None = None) -> Run:
     identity = json.loads((run_dir / "run.json").read_text())
     dense = json.loads((run_dir / "provenance" / "dense.pt.json").read_text())
     width = dense["inputs"]["width"]
-    from .config import get_profile
-
     overrides = {} if get_profile(identity["profile"]).width == width else {"width": width}
     run = open_run(identity["profile"], run_dir, identity["seed"], data_source, progress=False, compute=False,
                    **overrides)
