@@ -65,29 +65,32 @@ class ArtifactSpec:
     pattern: str  # file name inside the run directory; {strategy} / {image} are filled in
     step: str
     notebook: str
+    # holds wall-clock times, so its bytes differ on every computation; whether a recomputed step
+    # came out different is judged by its other artifacts (see pruning_utils.runs.Run.step)
+    timed: bool = False
 
 
 REGISTRY: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("dense.pt", "dense", "01_train"),
-    ArtifactSpec("dense_history.csv", "dense", "01_train"),
-    ArtifactSpec("dense_metrics.json", "dense", "01_train"),
+    ArtifactSpec("dense_history.csv", "dense", "01_train", timed=True),
+    ArtifactSpec("dense_metrics.json", "dense", "01_train", timed=True),
     ArtifactSpec("layers.csv", "dense", "01_train"),
     ArtifactSpec("sensitivity_{strategy}.csv", "sensitivity", "02_sensitivity"),
     ArtifactSpec("sparsities.csv", "table1", "03_prune_finetune"),
     ArtifactSpec("pruned_{strategy}.pt", "prune_finetune", "03_prune_finetune"),
     ArtifactSpec("finetuned_{strategy}.pt", "prune_finetune", "03_prune_finetune"),
-    ArtifactSpec("finetune_history_{strategy}.csv", "prune_finetune", "03_prune_finetune"),
+    ArtifactSpec("finetune_history_{strategy}.csv", "prune_finetune", "03_prune_finetune", timed=True),
     ArtifactSpec("table2_{strategy}.json", "prune_finetune", "03_prune_finetune"),
     ArtifactSpec("results.csv", "table2", "03_prune_finetune"),
     ArtifactSpec("filter_outputs.csv", "filter_outputs", "03_prune_finetune"),
     ArtifactSpec("weight_stats.csv", "weight_stats", "04_weight_dists"),
     ArtifactSpec("activation_stats_{image}.csv", "activation_stats", "05_activations"),
-    ArtifactSpec("latency.csv", "latency", "06_beyond"),
+    ArtifactSpec("latency.csv", "latency", "06_beyond", timed=True),
     ArtifactSpec("frontier.csv", "frontier", "06_beyond"),
     ArtifactSpec("criteria.csv", "criteria", "06_beyond"),
     ArtifactSpec("iterative.csv", "iterative", "06_beyond"),
-    ArtifactSpec("recovery_curve_{strategy}.csv", "recovery_curve", "07_across_seeds"),
-    ArtifactSpec("recovery_curve_batchnorm_{strategy}.csv", "curve_batchnorm_check", "07_across_seeds"),
+    ArtifactSpec("recovery_curve_{strategy}.csv", "recovery_curve", "07_across_seeds", timed=True),
+    ArtifactSpec("recovery_curve_batchnorm_{strategy}.csv", "curve_batchnorm_check", "07_across_seeds", timed=True),
     ArtifactSpec("original_budgets.csv", "original_budgets", "07_across_seeds"),
     ArtifactSpec("narrow_dense.csv", "narrow_dense", "07_across_seeds"),
     ArtifactSpec("recovery_methods.csv", "recovery_methods", "07_across_seeds"),
@@ -197,10 +200,16 @@ class Store:
     def is_fresh(self, names: list[str], key: str, inputs: dict) -> bool:
         return self.status(names, key, inputs) == "fresh"
 
-    def invalidate(self, names: list[str]) -> None:
-        """Remove the records of ``names`` (before their files are rewritten)."""
+    def invalidate(self, names: list[str], keep_old: bool = False) -> None:
+        """Remove the records of ``names`` (before their files are rewritten). ``keep_old`` moves each
+        to ``<record>.old`` instead, so that what the old content was survives a kill of the
+        recomputation (:meth:`recorded_sha256`); :meth:`commit` removes it."""
         for name in names:
-            self.record_path(name).unlink(missing_ok=True)
+            path = self.record_path(name)
+            if keep_old and path.exists():
+                os.replace(path, path.with_name(path.name + ".old"))
+            else:
+                path.unlink(missing_ok=True)
 
     def commit(self, names: list[str], key: str, step: str, inputs: dict, extra: dict | None = None) -> None:
         """Write the records of ``names``, whose files are complete on disk."""
@@ -211,6 +220,34 @@ class Store:
             record = {"artifact": name, "step": step, "step_version": STEP_VERSIONS[step], "key": key,
                       "sha256": sha256_file(path), "inputs": canonical(inputs), **self.context, **(extra or {})}
             write_text_atomic(self.record_path(name), json.dumps(record, indent=1, sort_keys=True) + "\n")
+            self.record_path(name).with_name(f"{name}.json.old").unlink(missing_ok=True)
+
+    def recorded_sha256(self, names: list[str], key: str) -> dict[str, str]:
+        """The recorded sha256 of each of ``names`` whose record, or the record an unfinished
+        recomputation set aside (``<record>.old``), carries ``key``: the content that results
+        downstream were computed from, whether or not the file is still there."""
+        found = {}
+        for name in names:
+            for path in (self.record_path(name), self.record_path(name).with_name(f"{name}.json.old")):
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(record, dict) and record.get("key") == key and "sha256" in record:
+                    found[name] = record["sha256"]
+                    break
+        return found
+
+    def dependents(self, keys: set[str]) -> dict[str, dict]:
+        """The records that read any of ``keys``, directly or through each other (an input naming a
+        key, or a key with a suffix such as ``<key>:fine-tuned``), keyed by artifact name."""
+        records, found, frontier = self.records(), {}, set(keys)
+        while frontier:
+            readers = {name: r for name, r in records.items()
+                       if name not in found and _names_a_key(r.get("inputs", {}), frontier)}
+            found |= readers
+            frontier = {r["key"] for r in readers.values()}
+        return found
 
     def records(self) -> dict[str, dict]:
         """Every readable record of the run, keyed by artifact name."""
@@ -221,6 +258,15 @@ class Store:
             if record is not None:
                 out[record["artifact"]] = record
         return out
+
+
+def _names_a_key(value: object, keys: set[str]) -> bool:
+    """Whether a (canonical) input value holds one of ``keys``, alone or followed by ``:suffix``."""
+    if isinstance(value, dict):
+        return any(_names_a_key(v, keys) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_a_key(v, keys) for v in value)
+    return isinstance(value, str) and value.split(":", 1)[0] in keys
 
 
 def machine_label(record: dict) -> str:

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -188,11 +189,18 @@ class Run:
         return machine_label(self.store.context)
 
     def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], dict | None],
-             force: bool | None = None, label: str = "") -> str:
+             force: bool | None = None, label: str = "", caches: tuple[str, ...] = ()) -> str:
         """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs``,
         else run ``compute(key)`` (which writes them) under the run lock and record them, with the dict
         ``compute`` may return (e.g. the seconds of points computed earlier) in their records.
-        ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``."""
+        ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``.
+
+        A step recomputed under the key it already had (its file was missing, as a clone's model
+        files are, or it was forced) may come out different, on another CPU say. Then every result
+        computed from the old content is dropped (:meth:`drop_dependents`), with the folders
+        ``caches`` of this run whose entries key on this step through a hash the records do not
+        show (the experiments' point caches, for the dense model), so nothing reused downstream
+        was computed from a file that is no longer there."""
         for name in names:
             spec_for(name)  # every artifact is registered
         key = step_key(step, inputs)
@@ -212,15 +220,41 @@ class Run:
         self.log(f"[step] {what}: computing ({status}) ...")
         started = time.perf_counter()
         with run_lock(self.run_dir):
-            self.store.invalidate(names)
+            before = self.store.recorded_sha256(names, key)
+            self.store.invalidate(names, keep_old=True)
             extra = compute(key) or {}
             seconds = time.perf_counter() - started
             self.store.commit(names, key, step, inputs, {**extra, "seconds": round(seconds, 2),
                                                        "created": datetime.now(timezone.utc).isoformat()})
+            changed = [name for name, sha in before.items()
+                       if not spec_for(name).timed and self.store.record(name)["sha256"] != sha]
+            if changed:
+                dropped = self.drop_dependents(key, caches, why=f"{what} came out different from its record")
+                status += (f"; {', '.join(changed)} came out different from the recorded content"
+                           + (f", so {len(dropped)} results computed from it were dropped" if dropped else ""))
         self._current.add((step, key))
         self.events.append({"step": what, "status": "computed", "key": key, "seconds": seconds, "why": status})
         self.log(f"[step] {what}: done in {seconds:.0f} s")
         return key
+
+    def drop_dependents(self, key: str, caches: tuple[str, ...] = (), why: str = "") -> list[str]:
+        """Remove the records of every artifact computed from the result keyed ``key`` (directly or
+        through others; :meth:`pruning_utils.artifacts.Store.dependents`), their training
+        checkpoints, and the cache folders ``caches``, so that they are recomputed; the names dropped."""
+        dependents = self.store.dependents({key})
+        self.store.invalidate(list(dependents))
+        for record in dependents.values():
+            self._current.discard((record["step"], record["key"]))
+            for checkpoint in self.path("checkpoints").glob(f"*-{record['key']}.ckpt"):
+                checkpoint.unlink()
+        dropped = sorted(dependents)
+        for folder in caches:
+            if self.path(folder).is_dir():
+                shutil.rmtree(self.path(folder))
+                dropped.append(f"{folder}/")
+        if dropped:
+            self.log(f"[step] {why}: dropped what was computed from it ({', '.join(dropped)})")
+        return dropped
 
     def step_log(self) -> pd.DataFrame:
         """The steps this session ran or reused, for the end of each notebook."""

@@ -93,7 +93,9 @@ def dense_key(run: Run, force: bool | None = False) -> str:
         run.save_json("dense_metrics.json", metrics)
         checkpoint.unlink(missing_ok=True)
 
-    return run.step("dense", DENSE_FILES, inputs, compute, force)
+    # every point of the experiments keys on the dense model through a hash: if a retrained model
+    # comes out different under the same key, the point caches go too (narrow networks' with them)
+    return run.step("dense", DENSE_FILES, inputs, compute, force, caches=("points",))
 
 
 def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:

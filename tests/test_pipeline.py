@@ -10,6 +10,7 @@ import torch
 
 from pruning_utils import experiments, staleness, steps
 from pruning_utils.artifacts import REGISTRY, ArtifactError, spec_for
+from pruning_utils.masks import conv_weights
 from pruning_utils.runs import open_run
 from pruning_utils.training import CheckpointError
 
@@ -169,6 +170,90 @@ def test_a_step_killed_halfway_leaves_nothing_that_counts_as_done(run_dir, monke
     run = _open(run_dir, finetune_epochs=2)
     steps.prune_finetune(run, "kernel")
     assert run.events[-1]["status"] == "computed" and run.events[-1]["why"].startswith("missing")
+
+
+def _nudged(real):
+    """``real`` (a training function whose first argument is the model) as another CPU might run it:
+    the same training, its weights off by a rounding-sized amount."""
+    def run_elsewhere(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).add_(1e-4)
+        return out
+    return run_elsewhere
+
+
+def _without_models(run_dir, strategy="filter"):
+    """What a clone holds: the records and tables, not the pruned and fine-tuned model files (of one
+    strategy here, to keep the test short)."""
+    for stage in ("pruned", "finetuned"):
+        (run_dir / f"{stage}_{strategy}.pt").unlink()
+
+
+def test_a_clone_retrains_the_models_the_same_and_keeps_what_was_computed_from_them(run_dir):
+    _without_models(run_dir)
+    before = _bytes(run_dir)
+    run = _open(run_dir)
+    steps.table2(run)
+    status = _status(run)
+    assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
+    assert status["table2"] == "reused"  # retrained on this machine, the models are byte-identical
+    assert not any("came out different" in e["why"] for e in run.events)
+    after = _bytes(run_dir)
+    assert all(after[name] == data for name, data in before.items() if name == "run.json" or not spec_for(name).timed)
+
+
+def test_a_model_that_comes_out_different_drops_what_was_computed_from_it(run_dir, monkeypatch):
+    run = _open(run_dir)
+    models, keys = steps.seven_models(run)
+    steps.weight_stats(run, {n: conv_weights(m) for n, m in models.items()}, keys)
+    _without_models(run_dir)
+    monkeypatch.setattr(steps, "recover", _nudged(steps.recover))
+    run = _open(run_dir)
+    results = steps.table2(run)
+    status, why = _status(run), {e["step"]: e["why"] for e in run.events}
+    assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
+    assert "finetuned_filter.pt came out different" in why["prune_finetune (filter)"]
+    assert "pruned_filter.pt came" not in why["prune_finetune (filter)"]  # pruning alone is reproduced exactly
+    assert "2 results computed from it were dropped" in why["prune_finetune (filter)"]
+    assert status["table2"] == "computed" and why["table2"] == "missing results.csv"  # dropped, then remade
+    assert not (run_dir / "provenance" / "weight_stats.csv.json").exists()  # it read the old models
+    assert results.equals(pd.DataFrame([run.load_json(f"table2_{s}.json") for s in steps.STRATEGIES]))
+
+
+def test_a_recomputation_killed_halfway_still_knows_the_content_it_replaces(run_dir, monkeypatch):
+    _without_models(run_dir)
+    real = steps.recover
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(steps, "recover", killed)
+    with pytest.raises(KeyboardInterrupt):
+        steps.prune_finetune(_open(run_dir), "filter")
+    provenance = run_dir / "provenance"
+    assert not (provenance / "finetuned_filter.pt.json").exists()  # not done
+    assert (provenance / "finetuned_filter.pt.json.old").exists()  # what it was, set aside
+    monkeypatch.setattr(steps, "recover", _nudged(real))
+    run = _open(run_dir)
+    steps.table2(run)
+    assert _status(run)["table2"] == "computed"
+    assert not list(provenance.glob("*.old"))  # the finished step removed what it set aside
+
+
+def test_a_dense_model_that_comes_out_different_drops_every_result_and_the_point_caches(run_dir, monkeypatch):
+    (run_dir / "points").mkdir()
+    (run_dir / "points" / "frontier.csv").write_text("point\n")  # points key on the dense model by hash
+    (run_dir / "dense.pt").unlink()
+    monkeypatch.setattr(steps, "train", _nudged(steps.train))
+    run = _open(run_dir)
+    steps.chosen_sparsities(run)
+    assert set(_status(run).values()) == {"computed"}  # the scans and Table 1 are remade from the new model
+    assert "dense.pt came out different" in run.events[0]["why"]
+    assert not (run_dir / "points").exists()
+    provenance = run_dir / "provenance"
+    assert not (provenance / "table2_kernel.json.json").exists()  # read the dense model
+    assert not (provenance / "results.csv.json").exists()  # read only Table 2's rows: dropped through them
 
 
 def test_a_checkpoint_of_another_seed_is_refused_naming_it(tmp_path, monkeypatch):
