@@ -37,6 +37,7 @@ from .data.keys import sha256_file
 # Bump a step's version when the computation behind its artifacts changes.
 STEP_VERSIONS: dict[str, int] = {
     "dense": 3,
+    "head_check": 1,
     "sensitivity": 2,
     "table1": 1,
     "prune_finetune": 2,
@@ -75,6 +76,7 @@ REGISTRY: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("dense_history.csv", "dense", "01_train", timed=True),
     ArtifactSpec("dense_metrics.json", "dense", "01_train", timed=True),
     ArtifactSpec("layers.csv", "dense", "01_train"),
+    ArtifactSpec("head_check.csv", "head_check", "01_train"),
     ArtifactSpec("sensitivity_{strategy}.csv", "sensitivity", "02_sensitivity"),
     ArtifactSpec("sparsities.csv", "table1", "03_prune_finetune"),
     ArtifactSpec("pruned_{strategy}.pt", "prune_finetune", "03_prune_finetune"),

@@ -157,6 +157,10 @@ class Profile:
         return json.dumps(self.to_dict(), indent=2)
 
 
+# the original's head: dropout 0.5 after each hidden layer, N(0, 0.01) init (the Profile defaults)
+ORIGINAL_HEAD: dict[str, object] = {f.name: f.default for f in dataclasses.fields(Profile)
+                                    if f.name in ("dropout", "head_init")}
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -173,7 +177,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         description=(
             "Width 0.25, 25 epochs of one-cycle SGD, bf16 on CPU, head without dropout and with He "
-            "init (with the original's dropout 0.5 and N(0, 0.01) head a short run barely learns): "
+            "init (notebook 01 compares it with the original's head over a short run): "
             "the whole study on 2 cores."
         ),
         data="cifar10",

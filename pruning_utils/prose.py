@@ -22,6 +22,20 @@ def dense_prose(run: Run, metrics: dict) -> str:
     )
 
 
+HEAD_INITS = {"normal": "N(0, 0.01)", "kaiming": "He-normal"}  # Linear init -> words
+
+
+def head_check_prose(check: pd.DataFrame) -> str:
+    """What :func:`pruning_utils.steps.head_check` measured, in one sentence."""
+    last = check[check["epoch"] == check["epoch"].max()].set_index("head")
+    epochs = int(check["epoch"].max())
+    original, ours = last.loc["original"], last.loc["this profile"]
+    return (f"Trained for {epochs} epoch{'s' if epochs > 1 else ''} of this profile's recipe from the same seed, "
+            f"the model reaches {ours['val_acc']:.1f}% validation accuracy with this profile's head (dropout "
+            f"{ours['dropout']:g}, {HEAD_INITS[ours['head_init']]} init) and {original['val_acc']:.1f}% with the "
+            f"original's (dropout {original['dropout']:g}, {HEAD_INITS[original['head_init']]} init).")
+
+
 def _first_below(scan: pd.DataFrame, threshold: float) -> dict[str, float | None]:
     out = {}
     for layer, group in scan.groupby("layer", sort=False):

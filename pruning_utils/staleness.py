@@ -45,7 +45,13 @@ SEED_RESULTS: dict[str, Callable[[Run], object]] = {  # also asked of every seed
     "narrow dense": recovery_study.narrow_dense,
 }
 BATCHNORM_CHECK = {"BatchNorm check kernel": partial(recovery_study.curve_batchnorm_check, strategy="kernel")}
-MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own run (notebooks 03-07)
+def _head_check(run: Run) -> None:
+    if steps.head_differs(run):
+        steps.head_check(run)
+
+
+MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own run (notebooks 01-07)
+    "head check": _head_check,
     "filter outputs": steps.filter_outputs,
     "latency": lambda run: experiments.latency(run, {}, experiments.speed_model_keys(run)),
     "frontier": experiments.frontier,

@@ -5,7 +5,8 @@ through :meth:`pruning_utils.runs.Run.step`: reused when its artifacts carry tha
 computed. A step computes what it needs upstream on demand (never forced), so any notebook can
 run on its own. Artifacts (see :data:`pruning_utils.artifacts.REGISTRY`):
 
-- dense: ``dense.pt``, ``dense_history.csv``, ``dense_metrics.json``, ``layers.csv``
+- dense: ``dense.pt``, ``dense_history.csv``, ``dense_metrics.json``, ``layers.csv``;
+  head_check: ``head_check.csv``
 - sensitivity: ``sensitivity_<strategy>.csv`` (validation split)
 - table1: ``sparsities.csv``; prune_finetune: ``pruned_<s>.pt``, ``finetuned_<s>.pt``,
   ``finetune_history_<s>.csv``, ``table2_<s>.json``; table2: ``results.csv``;
@@ -15,12 +16,13 @@ run on its own. Artifacts (see :data:`pruning_utils.artifacts.REGISTRY`):
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .config import ORIGINAL_HEAD
 from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
 from .distributions import distribution_stats
@@ -122,6 +124,43 @@ def train_dense(run: Run, force: bool | None = None) -> tuple[VGG16, pd.DataFram
     """Notebook 01's step: the dense model, its training history and its metrics."""
     model, _ = dense_model(run, force)
     return model, run.load_csv("dense_history.csv"), run.load_json("dense_metrics.json")
+
+
+def head_differs(run: Run) -> bool:
+    """Whether this run's profile trains another head than the original's (:data:`ORIGINAL_HEAD`)."""
+    return {"dropout": run.profile.dropout, "head_init": run.profile.head_init} != ORIGINAL_HEAD
+
+
+def head_check(run: Run, epochs: int = 2, force: bool | None = None) -> pd.DataFrame:
+    """Why a profile's head differs from the original's: this run's model and training recipe, cut to
+    ``epochs`` epochs (a short schedule), trained from the same seed once with the original's head
+    and once with the profile's; validation accuracy after each epoch (``head_check.csv``: head,
+    dropout, head_init, epoch, val_acc in %). ValueError if the profile keeps the original's head."""
+    if not head_differs(run):
+        raise ValueError(f"the {run.profile.name} profile keeps the original's head; there is nothing to check")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    heads = {"original": ORIGINAL_HEAD, "this profile": {"dropout": run.profile.dropout,
+                                                         "head_init": run.profile.head_init}}
+    recipe = replace(run.profile.train, epochs=epochs)
+    inputs = {"data": run.data_inputs(), "seed": run.seed, "heads": heads, "recipe": asdict(recipe),
+              **run.settings("width", "batch_size", "precision", "eval_batch_size")}
+
+    def compute(key: str) -> None:
+        rows = []
+        for head, settings in heads.items():
+            torch.manual_seed(run.seed)
+            model = VGG16(width=run.profile.width, **settings).to(run.device)
+            history = train(model, run.data.train_x, run.data.train_y, recipe, batch_size=run.profile.batch_size,
+                            val=(run.data.val_x, run.data.val_y), seed=run.seed, device=run.device,
+                            precision=run.precision, eval_batch_size=run.profile.eval_batch_size, progress=False,
+                            on_epoch_end=epoch_logger(run, f"head check ({head} head)", epochs))
+            rows += [{"head": head, **settings, "epoch": int(e), "val_acc": round(100 * float(a), 2)}
+                     for e, a in zip(history["epoch"], history["val_acc"])]
+        run.save_csv("head_check.csv", pd.DataFrame(rows))
+
+    run.step("head_check", ["head_check.csv"], inputs, compute, force)
+    return run.load_csv("head_check.csv")
 
 
 # --- 02-03: scans, Table 1, Table 2 --------------------------------------------------------------

@@ -101,6 +101,14 @@ def _recorded_width(run_dir: Path) -> float | str:
     return (Store(run_dir, {}).record("dense.pt") or {"inputs": {}})["inputs"].get("width", "?")
 
 
+def head_markdown(run_dir: Path, currency: Currency | None = None) -> str:
+    """Notebook 01's check of the profile's head against the original's (``head_check.csv``)."""
+    why = _why_not(currency, run_dir, "head check")
+    if why or not (run_dir / "head_check.csv").exists():
+        return f"Not current in this run ({why or 'missing head_check.csv'}); `make report` computes it."
+    return prose.head_check_prose(pd.read_csv(run_dir / "head_check.csv"))
+
+
 def table1_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     ours = pd.read_csv(run_dir / "sparsities.csv")
     for s in STRATEGIES:  # a column its scan no longer gives is not shown
@@ -529,6 +537,7 @@ def update_readme(run_dir: Path, readme: Path | None = None) -> Path:
     main_stale = not_current_markdown(currency, {"this run": run_dir})
     blocks = {
         "run-label": run_label(run_dir),
+        "head": head_markdown(run_dir, currency),
         "table1": table1_markdown(run_dir, currency),
         "table2": table2_markdown(run_dir, currency) + (f"\n\n{main_stale}" if main_stale else ""),
         "differences": differences_markdown(run_dir, currency),

@@ -449,3 +449,13 @@ def test_the_readme_blocks_show_only_what_this_code_would_reuse(tmp_path, monkey
     note = summary.not_current_markdown(currency, {"seed 0": run.run_dir})
     assert "- seed 0: Table 1 kernel, Table 2 kernel (sensitivity (kernel): inputs changed: rule)" in note
     assert summary.not_current_markdown({run.run_dir: {"Table 2 kernel": staleness.CURRENT}}, {"x": run.run_dir}) == ""
+
+
+def test_the_head_check_prose_reads_the_last_epoch_of_each_head():
+    check = pd.DataFrame({"head": ["original", "original", "this profile", "this profile"],
+                          "dropout": [0.5, 0.5, 0.0, 0.0], "head_init": ["normal", "normal", "kaiming", "kaiming"],
+                          "epoch": [1, 2, 1, 2], "val_acc": [15.0, 21.24, 40.0, 52.96]})
+    text = prose.head_check_prose(check)
+    assert "2 epochs" in text and "52.96" not in text
+    assert "53.0% validation accuracy with this profile's head (dropout 0, He-normal init)" in text
+    assert "21.2% with the original's (dropout 0.5, N(0, 0.01) init)" in text

@@ -294,3 +294,24 @@ def test_compaction_check_uses_every_class(run_dir):
     sample = experiments.stratified_sample(labels, per_class=3, seed=0)
     assert torch.equal(torch.bincount(labels[sample], minlength=10), torch.full((10,), 3))
     assert pd.Series(sample.tolist()).is_monotonic_increasing
+
+
+def test_the_head_check_trains_both_heads_from_one_seed_and_is_keyed(run_dir):
+    run = _open(run_dir)
+    check = steps.head_check(run, epochs=1)
+    assert list(check["head"]) == ["original", "this profile"] and (check["epoch"] == 1).all()
+    assert check.set_index("head").loc["original", "dropout"] == 0.5
+    assert check["val_acc"].between(0, 100).all()
+    again = _open(run_dir)
+    assert steps.head_check(again, epochs=1).equals(check) and _status(again) == {"head_check": "reused"}
+    steps.head_check(again, epochs=2)
+    assert _status(again) == {"head_check": "computed"}  # the epochs enter the key
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+        steps.head_check(again, epochs=0)
+
+
+def test_the_head_check_refuses_a_profile_with_the_original_head(tmp_path):
+    run = _open(tmp_path / "run", dropout=0.5, head_init="normal")
+    assert not steps.head_differs(run)
+    with pytest.raises(ValueError, match="keeps the original's head"):
+        steps.head_check(run)
