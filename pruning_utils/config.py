@@ -157,6 +157,11 @@ class Profile:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def head_of(profile: Profile) -> dict[str, object]:
+    """The head settings of ``profile`` (dropout after each hidden layer, Linear init)."""
+    return {"dropout": profile.dropout, "head_init": profile.head_init}
+
+
 # the original's head: dropout 0.5 after each hidden layer, N(0, 0.01) init (the Profile defaults)
 ORIGINAL_HEAD: dict[str, object] = {f.name: f.default for f in dataclasses.fields(Profile)
                                     if f.name in ("dropout", "head_init")}

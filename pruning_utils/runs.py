@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from .artifacts import ArtifactError, Store, canonical, machine_label, spec_for, step_key, write_text_atomic
-from .config import Profile, get_profile
+from .config import Profile, get_profile, head_of
 from .cpu_probe import PROBE_FILE, evaluation_batch_size, training_precision
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
 from .evaluation import pick_device, resolve_precision
@@ -164,11 +164,13 @@ class Run:
     def figure_path(self, name: str) -> Path:
         return self.figures_dir / f"{name}.png"
 
-    def new_model(self, width: float | None = None) -> VGG16:
-        """A freshly initialised model of this run's width, or of ``width`` (seeded by the run's seed)."""
+    def new_model(self, width: float | None = None, head: dict | None = None) -> VGG16:
+        """A freshly initialised model of this run's width and head, or of ``width`` and ``head``
+        (``dropout``, ``head_init``), seeded by the run's seed."""
         torch.manual_seed(self.seed)
         p = self.profile
-        return VGG16(width=p.width if width is None else width, dropout=p.dropout, head_init=p.head_init).to(self.device)
+        head = head_of(p) if head is None else head
+        return VGG16(width=p.width if width is None else width, **head).to(self.device)
 
     def data_inputs(self) -> dict:
         """What identifies the images a step sees: the source's content key and the split."""

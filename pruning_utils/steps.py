@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import ORIGINAL_HEAD
+from .config import ORIGINAL_HEAD, head_of
 from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
 from .distributions import distribution_stats
@@ -128,7 +128,7 @@ def train_dense(run: Run, force: bool | None = None) -> tuple[VGG16, pd.DataFram
 
 def head_differs(run: Run) -> bool:
     """Whether this run's profile trains another head than the original's (:data:`ORIGINAL_HEAD`)."""
-    return {"dropout": run.profile.dropout, "head_init": run.profile.head_init} != ORIGINAL_HEAD
+    return head_of(run.profile) != ORIGINAL_HEAD
 
 
 def head_check(run: Run, epochs: int = 2, force: bool | None = None) -> pd.DataFrame:
@@ -140,8 +140,7 @@ def head_check(run: Run, epochs: int = 2, force: bool | None = None) -> pd.DataF
         raise ValueError(f"the {run.profile.name} profile keeps the original's head; there is nothing to check")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    heads = {"original": ORIGINAL_HEAD, "this profile": {"dropout": run.profile.dropout,
-                                                         "head_init": run.profile.head_init}}
+    heads = {"original": ORIGINAL_HEAD, "this profile": head_of(run.profile)}
     recipe = replace(run.profile.train, epochs=epochs)
     inputs = {"data": run.data_inputs(), "seed": run.seed, "heads": heads, "recipe": asdict(recipe),
               **run.settings("width", "batch_size", "precision", "eval_batch_size")}
@@ -149,8 +148,7 @@ def head_check(run: Run, epochs: int = 2, force: bool | None = None) -> pd.DataF
     def compute(key: str) -> None:
         rows = []
         for head, settings in heads.items():
-            torch.manual_seed(run.seed)
-            model = VGG16(width=run.profile.width, **settings).to(run.device)
+            model = run.new_model(head=settings)
             history = train(model, run.data.train_x, run.data.train_y, recipe, batch_size=run.profile.batch_size,
                             val=(run.data.val_x, run.data.val_y), seed=run.seed, device=run.device,
                             precision=run.precision, eval_batch_size=run.profile.eval_batch_size, progress=False,
