@@ -35,8 +35,10 @@ ROW_RESULT = {"results.csv": lambda f: "Table 2 " + f["strategy"]}  # per row, t
 
 def _why_not(currency: Currency | None, path: Path, result: str) -> str | None:
     """Why ``result`` of the run in ``path`` is not current; None if it is, or if nobody asked."""
+    from .staleness import CURRENT
+
     why = (currency or {}).get(path, {}).get(result)
-    return None if why in (None, "current") else why
+    return None if why in (None, CURRENT) else why
 
 
 def _current_only(frame: pd.DataFrame, path: Path, name: str, currency: Currency | None) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """The study's notebooks: papermill parameters, bad input, artifacts, the rendered report, and
-the nbval regression mechanism. Runs the notebooks once at the smoke profile (generated data)."""
+the nbval regression mechanism. Runs the notebooks at the smoke profile (generated data) cut down to
+SMALL: its full runs (the study, a forced one, a read-only one) are mostly notebook overhead; nbval runs
+the smoke profile itself."""
 
 import json
 import os
@@ -23,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations", "06_beyond")
 
 
+# The smoke profile cut down: these tests check the notebooks' mechanics (parameters, reuse, force, read-only,
+# rendering); nbval runs the notebooks at the smoke profile itself. Larger than test_pipeline's TINY because
+# notebook 01 asserts the dense model is well above chance (400 images and 2 epochs left it at 10%).
+SMALL = {"synthetic_sizes": [800, 200, 200], "epochs": 3, "finetune_epochs": 1, "recalibration_batches": 2}
+
+
 def _execute(name, out, **params):
     return papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
                                       cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
@@ -32,8 +40,9 @@ def _records(run_dir):
     return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in (run_dir / "provenance").glob("*.json")}
 
 
-def _report(run_dir, notebooks=STUDY, **extra):
-    return run_notebooks(run_dir, {"profile": "smoke", "run_dir": str(run_dir), **extra}, notebooks,
+def _report(run_dir, notebooks=STUDY, overrides=None, **extra):
+    return run_notebooks(run_dir, {"profile": "smoke", "run_dir": str(run_dir),
+                                   "overrides": {**SMALL, **(overrides or {})}, **extra}, notebooks,
                          log=lambda m: None, stream=False)
 
 
@@ -45,7 +54,8 @@ def _step_logs(executed):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The six notebooks executed through the report runner at the smoke profile, into a temporary run."""
+    """The six notebooks executed through the report runner at the smoke profile cut down to SMALL, into a
+    temporary run."""
     run_dir = tmp_path_factory.mktemp("smoke-run")
     executed = _report(run_dir)
     return run_dir, executed, _records(run_dir)
@@ -203,7 +213,8 @@ def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, t
         return {p.name for p in fresh.rglob("*") if p.relative_to(fresh).parts[0] != "figures"}
 
     before = artifacts()
-    out = _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh))
+    out = _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh),
+                   overrides=SMALL)
     assert artifacts() - before - {".lock"} == {"sensitivity_filter.csv", "sensitivity_filter.csv.json"}
     assert "dense: reused" in json.dumps([c.get("outputs") for c in out.cells])  # the committed model, not retrained
 
@@ -225,7 +236,8 @@ def test_threshold_parameter_works_on_a_run_made_with_the_default(smoke_run, tmp
     run_dir, _, before = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    _execute("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(copy), threshold=0.6)
+    _execute("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(copy), threshold=0.6,
+             overrides=SMALL)
     after = _records(copy)
     assert after["sparsities.csv"]["inputs"]["threshold"] == 0.6
     assert after["sensitivity_kernel.csv"]["created"] == before["sensitivity_kernel.csv"]["created"]
