@@ -30,7 +30,6 @@ def _md(frame: pd.DataFrame) -> str:
 
 
 Currency = dict[Path, dict[str, str]]  # run dir -> result -> "current" or why not (staleness.study_currency)
-ROW_RESULT = {"results.csv": lambda f: "Table 2 " + f["strategy"]}  # per row, the result it belongs to
 
 
 def _why_not(currency: Currency | None, path: Path, result: str) -> str | None:
@@ -44,11 +43,15 @@ def _why_not(currency: Currency | None, path: Path, result: str) -> str | None:
 def _current_only(frame: pd.DataFrame, path: Path, name: str, currency: Currency | None) -> pd.DataFrame:
     """The rows of artifact ``name`` of the run in ``path`` that are current (all of them if
     ``currency`` is None); a file that is one result (``name`` -> result in :data:`FILE_RESULT`)
-    keeps all its rows or none."""
+    keeps all its rows or none. Table 2 (``results.csv``) is read row by row from the rows' own
+    artifacts (``table2_<strategy>.json``), those of the current rows: ``results.csv`` is remade
+    from them only when its step runs, so a row recomputed since would otherwise show its old values."""
     if currency is None:
         return frame
-    if name in ROW_RESULT:
-        return frame[[_why_not(currency, path, r) is None for r in ROW_RESULT[name](frame)]]
+    if name == "results.csv":
+        rows = [json.loads((path / f"table2_{s}.json").read_text()) for s in STRATEGIES
+                if _why_not(currency, path, f"Table 2 {s}") is None and (path / f"table2_{s}.json").exists()]
+        return pd.DataFrame(rows).reindex(columns=frame.columns)
     result = FILE_RESULT.get(name)
     return frame if result is None or _why_not(currency, path, result) is None else frame.iloc[:0]
 

@@ -450,6 +450,14 @@ def test_the_readme_blocks_show_only_what_this_code_would_reuse(tmp_path, monkey
     assert "- seed 0: Table 1 kernel, Table 2 kernel (sensitivity (kernel): inputs changed: rule)" in note
     assert summary.not_current_markdown({run.run_dir: {"Table 2 kernel": staleness.CURRENT}}, {"x": run.run_dir}) == ""
 
+    # A row recomputed after results.csv was written (its step not run since): the row's own artifact is shown.
+    row = json.loads((run.run_dir / "table2_filter.json").read_text())
+    (run.run_dir / "table2_filter.json").write_text(json.dumps({**row, "acc_finetuned": 12.34}))
+    shown = summary._per_seed({0: run.run_dir}, "results.csv", currency=currency).set_index("strategy")
+    assert shown.at["filter", "acc_finetuned"] == 12.34 and "kernel" not in shown.index
+    assert shown.at["fine-grained", "acc_finetuned"] == pd.read_csv(run.run_dir / "results.csv").set_index(
+        "strategy").at["fine-grained", "acc_finetuned"]
+
 
 def test_the_head_check_prose_reads_the_last_epoch_of_each_head():
     check = pd.DataFrame({"head": ["original", "original", "this profile", "this profile"],
