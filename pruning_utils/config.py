@@ -11,7 +11,7 @@ prints it.
 - ``cpu``: the default without a GPU. Width 0.25 (conv channels 16/32/64/128), 25 epochs of
   one-cycle SGD with bf16 autocast, head without dropout and with He init; the
   study (01-06, one seed) takes an estimated hour on 2 cores; notebook 07 adds the other seeds.
-- ``smoke``: the whole study in about 2 minutes on procedurally generated images (no dataset,
+- ``smoke``: the whole study in about 3 minutes on procedurally generated images (no dataset,
   no network), for tests and the nbval regression.
 """
 
@@ -207,8 +207,9 @@ PROFILES: dict[str, Profile] = {
     ),
     "smoke": Profile(
         name="smoke",
-        description="Tiny: width 0.125 on generated images; the whole study in about 2 minutes.",
+        description="Tiny: width 0.125 on generated images; the whole study in about 3 minutes.",
         data="synthetic",
+        synthetic_sizes=(1000, 300, 300),
         width=0.125,
         batch_size=50,
         dropout=0.0,

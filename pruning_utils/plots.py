@@ -1,5 +1,6 @@
 """Figures of the study. Each function draws from saved artifacts (DataFrames, models) and
-returns the matplotlib Figure; :func:`save` writes it under ``figures/``.
+returns the matplotlib Figure; :func:`save` writes it under ``figures/`` and :func:`save_and_show`
+also shows it in a notebook.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def save_and_show(fig: plt.Figure, path: str | Path) -> Path:
+    """:func:`save` ``fig``, close it and, in a notebook, show the saved PNG: the figure is drawn
+    once, instead of a second time by the inline backend at the end of the cell."""
+    path = save(fig, path)
+    plt.close(fig)
+    from IPython import get_ipython  # a notebook dependency; outside a kernel there is nothing to show
+
+    if get_ipython() is not None:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
     return path
 
 

@@ -1,7 +1,5 @@
 """The study's notebooks: papermill parameters, bad input, artifacts, the rendered report, and
-the nbval regression mechanism. Runs the notebooks at the smoke profile (generated data) cut down to
-SMALL: its full runs (the study, a forced one, a read-only one) are mostly notebook overhead; nbval runs
-the smoke profile itself."""
+the nbval regression mechanism, at the smoke profile (generated data) cut down to SMALL."""
 
 import json
 import os
@@ -190,7 +188,7 @@ def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_pat
     html = render_html(executed, tmp_path / "report.html", "smoke").read_text()
     figures = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                   for p in executed for c in nbformat.read(p, 4).cells for o in c.get("outputs", []))
-    assert figures >= 20
+    assert figures >= 20 and figures == len(list((run_dir / "figures").glob("*.png")))  # each saved figure shown once
     assert html.count("data:image/png;base64,") >= figures  # every figure embedded ...
     assert not re.search(r'<img[^>]+src="(?!data:)', html)  # ... and none linked to a file
     assert "Traceback" not in html and "jp-RenderedText" in html

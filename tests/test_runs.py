@@ -15,7 +15,7 @@ def test_open_run_records_its_identity_and_loads_the_data(tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text()) == {"profile": "smoke", "seed": 0}
     assert run.data.describe()["source"].startswith("synthetic") and run.precision == "fp32"
     assert (tmp_path / "figs").is_dir()
-    assert "train 2,000 / validation 500 / test 500" in run.summary()
+    assert "train 1,000 / validation 300 / test 300" in run.summary()
     assert run.store.context["torch"] == torch.__version__ and run.store.context["cpu"]
 
 
