@@ -182,12 +182,17 @@ class Store:
             ) from error
         return record
 
-    def status(self, names: list[str], key: str, inputs: dict) -> str:
-        """``fresh``, or why the step must run: ``missing``, ``inputs changed: a, b``."""
+    def status(self, names: list[str], key: str, inputs: dict, needed: list[str] | None = None) -> str:
+        """``fresh``, or why the step must run: ``missing``, ``inputs changed: a, b``.
+
+        ``needed`` (default: all of ``names``) are the artifacts the caller will read: each of
+        ``names`` must have a record with ``key``, but only the needed ones must also be on disk. A
+        reader of a Table 2 row thus reuses it in a clone that lacks the row's model files."""
         for name in names:
             record = self.record(name)
             path = self.root / name
-            if record is None or not (path.exists() or self.records_suffice):
+            on_disk_or_not_needed = path.exists() or self.records_suffice or (needed is not None and name not in needed)
+            if record is None or not on_disk_or_not_needed:
                 return f"missing {name}"
             if record["key"] != key:
                 changed = changed_inputs(record.get("inputs", {}), canonical(inputs))

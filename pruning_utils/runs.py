@@ -191,11 +191,16 @@ class Run:
         return machine_label(self.store.context)
 
     def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], dict | None],
-             force: bool | None = None, label: str = "", caches: tuple[str, ...] = ()) -> str:
+             force: bool | None = None, label: str = "", caches: tuple[str, ...] = (),
+             needed: list[str] | None = None) -> str:
         """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs``,
         else run ``compute(key)`` (which writes them) under the run lock and record them, with the dict
         ``compute`` may return (e.g. the seconds of points computed earlier) in their records.
         ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``.
+
+        ``needed`` names the artifacts the caller reads (default: all): the others may be absent from
+        disk as long as their records carry the key (:meth:`pruning_utils.artifacts.Store.status`),
+        so a step is not recomputed for files nobody asked for. Whoever reads them asks for them.
 
         A step recomputed under the key it already had (its file was missing, as a clone's model
         files are, or it was forced) may come out different, on another CPU say. Then every result
@@ -210,9 +215,10 @@ class Run:
         what = f"{step}{f' ({label})' if label else ''}"
         if not force and (step, key) in self._current:  # already checked or made in this session
             return key
-        status = "forced" if force else self.store.status(names, key, inputs)
+        status = "forced" if force else self.store.status(names, key, inputs, needed)
         if status == "fresh":
-            self._current.add((step, key))
+            if needed is None:  # only a step whose every file is here is known current for every reader
+                self._current.add((step, key))
             self.events.append({"step": what, "status": "reused", "key": key, "seconds": 0.0, "why": ""})
             self.log(f"[step] {what}: reused ({key})")
             return key

@@ -89,10 +89,17 @@ def stale_results(run: Run, results: dict[str, Callable[[Run], object]]) -> dict
             ask(run)
             found[name] = CURRENT
         except NotComputed as error:
-            changed = error.status.removeprefix("inputs changed: ").split(", ")
-            machine_only = error.status.startswith("inputs changed: ") and set(changed) <= set(MACHINE_INPUTS)
-            found[name] = CURRENT if machine_only else f"{error.step}: {error.status}"
+            found[name] = _without_machine_inputs(error.step, error.status)
     return found
+
+
+def _without_machine_inputs(step: str, status: str) -> str:
+    """:data:`CURRENT` where only :data:`MACHINE_INPUTS` changed, else ``"<step>: <status>"`` with them
+    left out of the changed inputs, so that the reason reads the same on every machine."""
+    if not status.startswith("inputs changed: "):
+        return f"{step}: {status}"
+    changed = [c for c in status.removeprefix("inputs changed: ").split(", ") if c not in MACHINE_INPUTS]
+    return f"{step}: inputs changed: {', '.join(changed)}" if changed else CURRENT
 
 
 def is_missing(why: str) -> bool:

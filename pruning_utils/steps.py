@@ -220,8 +220,11 @@ def recovery_settings(run: Run, epochs: int | None = None, train_mode: bool = Fa
     return RecoverySettings.from_profile(run.profile, run.seed, run.precision, epochs=epochs, train_mode=train_mode)
 
 
-def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> str:
-    """Prune the dense model at Table 1's sparsities, measure, recalibrate, fine-tune (one Table 2 row)."""
+def prune_finetune_key(run: Run, strategy: str, force: bool | None = False, needed: list[str] | None = None) -> str:
+    """Prune the dense model at Table 1's sparsities, measure, recalibrate, fine-tune (one Table 2 row).
+
+    ``needed``: the step's files the caller reads (default all, the models included; see
+    :meth:`pruning_utils.runs.Run.step`). Readers of the row alone pass :func:`row_file`."""
     sparsities = strategy_sparsities(run, strategy)
     settings = recovery_settings(run, train_mode=True)
     inputs = {"dense": dense_key(run), "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
@@ -244,21 +247,28 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False) -> s
         run.save_json(names[3], {"strategy": strategy, **row})
         checkpoint.unlink(missing_ok=True)
 
-    return run.step("prune_finetune", names, inputs, compute, force, strategy)
+    return run.step("prune_finetune", names, inputs, compute, force, strategy, needed=needed)
+
+
+def row_file(strategy: str) -> str:
+    """The file of ``strategy``'s Table 2 row (``table2_<strategy>.json``)."""
+    return f"table2_{strategy}.json"
 
 
 def prune_finetune(run: Run, strategy: str, force: bool | None = None) -> dict:
-    """Notebook 03's step for one strategy: its Table 2 row."""
-    prune_finetune_key(run, strategy, force)
-    return run.load_json(f"table2_{strategy}.json")
+    """Notebook 03's step for one strategy: its Table 2 row (computed with its models where not current;
+    reused from the row alone where only the models are absent)."""
+    prune_finetune_key(run, strategy, force, needed=[row_file(strategy)])
+    return run.load_json(row_file(strategy))
 
 
 def table2(run: Run, force: bool | None = None) -> pd.DataFrame:
-    """Table 2 (``results.csv``): one row per strategy, from the prune_finetune rows."""
-    keys = {s: prune_finetune_key(run, s, force) for s in STRATEGIES}
+    """Table 2 (``results.csv``): one row per strategy, from the prune_finetune rows (their model
+    files are not read, so a clone without them reuses current rows)."""
+    keys = {s: prune_finetune_key(run, s, force, needed=[row_file(s)]) for s in STRATEGIES}
 
     def compute(key: str) -> None:
-        run.save_csv("results.csv", pd.DataFrame([run.load_json(f"table2_{s}.json") for s in STRATEGIES]))
+        run.save_csv("results.csv", pd.DataFrame([run.load_json(row_file(s)) for s in STRATEGIES]))
 
     run.step("table2", ["results.csv"], {"rows": keys}, compute, force)
     return run.load_csv("results.csv")

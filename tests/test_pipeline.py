@@ -106,6 +106,14 @@ def test_what_a_read_only_run_calls_stale_is_what_the_pipeline_recomputes(run_di
         staleness.stale_results(run, staleness.TABLE2_ROWS)
 
 
+def test_a_stale_latency_reads_the_same_on_every_machine():
+    """Which CPU reads the run does not enter what the README says of it (a latency is its CPU's)."""
+    here = staleness._without_machine_inputs("latency", "inputs changed: cpu, models.kernel (masked), threads")
+    assert here == "latency: inputs changed: models.kernel (masked)"
+    assert staleness._without_machine_inputs("latency", "inputs changed: cpu, threads") == staleness.CURRENT
+    assert staleness._without_machine_inputs("latency", "missing latency.csv") == "latency: missing latency.csv"
+
+
 def test_a_threshold_works_on_an_existing_run_and_keys_table1(run_dir):
     run = _open(run_dir, threshold=0.6)
     table = steps.chosen_sparsities(run)
@@ -190,10 +198,40 @@ def _without_models(run_dir, strategy="filter"):
         (run_dir / f"{stage}_{strategy}.pt").unlink()
 
 
+def test_a_clone_reads_table2_from_its_rows_without_the_model_files(run_dir, monkeypatch):
+    _without_models(run_dir)
+    before = _bytes(run_dir)
+    monkeypatch.setattr(steps, "recover", None)  # nothing may train
+    run = _open(run_dir)
+    results = steps.table2(run)
+    assert steps.prune_finetune(run, "filter") == run.load_json("table2_filter.json")
+    assert set(_status(run).values()) == {"reused"}
+    assert _bytes(run_dir) == before
+    assert results["strategy"].tolist() == list(steps.STRATEGIES)
+
+
+def test_a_row_whose_record_has_another_key_is_recomputed_even_where_its_models_are_not_read(run_dir):
+    _without_models(run_dir)
+    record = run_dir / "provenance" / "finetuned_filter.pt.json"
+    record.write_text(record.read_text().replace(json.loads(record.read_text())["key"], "0" * 16))
+    run = _open(run_dir)
+    steps.table2(run)
+    assert _status(run)["prune_finetune (filter)"] == "computed"
+    assert (run_dir / "finetuned_filter.pt").exists()
+
+
+def test_a_row_file_that_is_absent_is_recomputed_even_where_every_record_is_there(run_dir):
+    (run_dir / "table2_kernel.json").unlink()
+    run = _open(run_dir)
+    steps.prune_finetune(run, "kernel")
+    assert _status(run)["prune_finetune (kernel)"] == "computed"
+
+
 def test_a_clone_retrains_the_models_the_same_and_keeps_what_was_computed_from_them(run_dir):
     _without_models(run_dir)
     before = _bytes(run_dir)
     run = _open(run_dir)
+    steps.seven_models(run)  # the weight and activation figures read the models themselves
     steps.table2(run)
     status = _status(run)
     assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
@@ -210,6 +248,7 @@ def test_a_model_that_comes_out_different_drops_what_was_computed_from_it(run_di
     _without_models(run_dir)
     monkeypatch.setattr(steps, "recover", _nudged(steps.recover))
     run = _open(run_dir)
+    steps.seven_models(run)
     results = steps.table2(run)
     status, why = _status(run), {e["step"]: e["why"] for e in run.events}
     assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
@@ -230,7 +269,7 @@ def test_a_recomputation_killed_halfway_still_knows_the_content_it_replaces(run_
 
     monkeypatch.setattr(steps, "recover", killed)
     with pytest.raises(KeyboardInterrupt):
-        steps.prune_finetune(_open(run_dir), "filter")
+        steps.seven_models(_open(run_dir))
     provenance = run_dir / "provenance"
     assert not (provenance / "finetuned_filter.pt.json").exists()  # not done
     assert (provenance / "finetuned_filter.pt.json.old").exists()  # what it was, set aside
