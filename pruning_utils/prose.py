@@ -11,6 +11,11 @@ from .recovery_study import PLATEAU_MIN_GAIN, PLATEAU_SMOOTHING, PLATEAU_WINDOW,
 from .runs import Run
 
 
+def signed(value: float, decimals: int = 1) -> str:
+    """``value`` with its sign (``+1.9``, ``-0.3``); a value that rounds to zero reads ``+0.0``, never ``-0.0``."""
+    return f"{round(value, decimals) + 0.0:+.{decimals}f}"
+
+
 def dense_prose(run: Run, metrics: dict) -> str:
     return (
         f"The dense model of this run ({run.profile.name} profile, width {run.profile.width}, "
@@ -236,9 +241,9 @@ def recovery_seeds_prose(readout: pd.DataFrame, curve_lr: float) -> str:
         ft, end = int(r["finetune_epochs"]), int(r["end_epoch"])
         gain = r["test_at_end"] - r["test_at_finetune"]
         beyond = exceeds_spread(r["test_at_end"], r["test_at_end_sd"], r["test_at_finetune"], r["test_at_finetune_sd"])
-        verdict = (f"still gains {gain:+.1f} points from epoch {ft} to {end}, more than the seeds' spread" if beyond and gain > 0
-                   else f"{gain:+.1f} points from epoch {ft} to {end}, within the seeds' spread" if r["seeds"] > 1
-                   else f"{gain:+.1f} points from epoch {ft} to {end} (one seed, no spread)")
+        verdict = (f"still gains {signed(gain)} points from epoch {ft} to {end}, more than the seeds' spread" if beyond and gain > 0
+                   else f"{signed(gain)} points from epoch {ft} to {end}, within the seeds' spread" if r["seeds"] > 1
+                   else f"{signed(gain)} points from epoch {ft} to {end} (one seed, no spread)")
         seeds = " / ".join("none" if e is None else str(e) for e in r["plateau_seeds"])
         level = (f"the mean curve levels off at epoch {r['plateau_mean_curve']}" if r["plateau_mean_curve"] is not None
                  else "the mean curve does not level off")
@@ -303,9 +308,9 @@ def methods_seeds_prose(table: pd.DataFrame, reference: str = "one-cycle (Table 
         if best == reference:
             verdict = f"none beats {reference}"
         elif r["seeds"] < 2:
-            verdict = f"{r[column]:+.1f} points over {reference} on one seed, no spread measured"
+            verdict = f"{signed(r[column])} points over {reference} on one seed, no spread measured"
         else:
-            verdict = (f"{r[column]:+.1f} points over {reference}, "
+            verdict = (f"{signed(r[column])} points over {reference}, "
                        + ("beyond the seeds' spread" if r["beyond the spread"] else "within the seeds' spread"))
         met = [m for m in group.index if group.at[m, "met (mean)"]]
         lines.append(f"- **{strategy}**: best {best}, {r['after recovery (%)']}% ({verdict}); drop from dense "
@@ -340,6 +345,6 @@ def narrow_prose(table: pd.DataFrame) -> str:
             verdict = ("within the seed spread" if not r["beyond the spread"] else
                        ("pruning wins" if diff > 0 else "the narrow network wins"))
         lines.append(f"- **{strategy}**, equal {matched}: pruned {r['pruned, fine-tuned (%)']}% against narrow dense "
-                     f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {diff:+.1f} points, {verdict}.")
+                     f"(width {r['narrow width']}) {r['narrow dense (%)']}%: {signed(diff)} points, {verdict}.")
     return "\n".join(lines)
 

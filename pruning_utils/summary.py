@@ -502,7 +502,7 @@ def width_markdown(run_dir: Path, wide_dir: Path, currency: Currency | None = No
     drops = table.pivot(index="strategy", columns="width", values="drop from dense (points)").reindex(list(STRATEGIES))
     narrow_w, wide_w = list(widths)
     both = [s for s in STRATEGIES if drops.loc[s].notna().all()]  # current at both widths
-    words = ", ".join(f"{s} {drops.at[s, narrow_w] - drops.at[s, wide_w]:+.1f}" for s in both) or "(none current)"
+    words = ", ".join(f"{s} {prose.signed(drops.at[s, narrow_w] - drops.at[s, wide_w])}" for s in both) or "(none current)"
     dirs = study_run_dirs(run_dir)
     results = _per_seed(dirs, "results.csv", currency=currency)
     metrics = _per_seed(dirs, "dense_metrics.json")

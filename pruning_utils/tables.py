@@ -127,7 +127,9 @@ def narrow_table(narrow: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (strategy, matched), r in dense.iterrows():
         p = pruned.loc[strategy]
-        rows.append({"strategy": strategy, "matched": matched, "narrow width": f"{r[('width', 'mean')]:.3f}",
+        low, high = r[("width", "min")], r[("width", "max")]  # seeds' pruned models may match different widths
+        width = f"{low:.3f}" if round(low, 3) == round(high, 3) else f"{low:.3f}-{high:.3f}"
+        rows.append({"strategy": strategy, "matched": matched, "narrow width": width,
                      "narrow dense (%)": format_mean_sd(r[("test_acc", "mean")], r[("test_acc", "sd")]),
                      "pruned, fine-tuned (%)": format_mean_sd(p[("acc_finetuned", "mean")], p[("acc_finetuned", "sd")]),
                      "pruned - narrow (points)": round(p[("acc_finetuned", "mean")] - r[("test_acc", "mean")], 1),

@@ -45,6 +45,13 @@ def test_exceeds_spread_and_format():
     assert format_mean_sd(80.123, math.nan, 2) == "80.12"
 
 
+def test_signed_differences_never_read_minus_zero():
+    from pruning_utils.prose import signed
+
+    assert [signed(v) for v in (1.94, -0.26, -0.04, 0.04, 0.0)] == ["+1.9", "-0.3", "+0.0", "+0.0", "+0.0"]
+    assert signed(-0.004, 2) == "+0.00" and signed(-0.006, 2) == "-0.01"
+
+
 def test_plateau_rule():
     epochs = range(1, 21)
     rising_then_flat = pd.Series([min(e, 8) * 2.0 for e in epochs], index=epochs)
@@ -151,6 +158,20 @@ def test_methods_across_seeds_against_a_hand_computed_table():
     text = prose.methods_seeds_prose(table)
     assert "**fine-grained**: best LR rewinding, 85.0 ± 0.7% (+1.5 points over one-cycle (Table 2), beyond" in text
     assert "**filter**" in text and "**no method meets it**" in text and "met by LR rewinding." in text
+
+
+def test_narrow_table_names_the_widths_the_seeds_matched():
+    from pruning_utils import tables
+
+    narrow = pd.DataFrame({"seed": [0, 1, 0, 1], "strategy": ["kernel"] * 4,
+                           "matched": ["conv weights", "conv weights", "multiply-adds", "multiply-adds"],
+                           "width": [0.0937, 0.0967, 0.117, 0.117], "test_acc": [79.0, 80.0, 81.0, 82.0]})
+    results = pd.DataFrame({"seed": [0, 1, 2], "strategy": ["kernel"] * 3, "acc_finetuned": [81.0, 82.0, 90.0]})
+    table = tables.narrow_table(narrow, results)
+    assert table.at[("kernel", "conv weights"), "narrow width"] == "0.094-0.097"  # no width of its own: the range
+    assert table.at[("kernel", "multiply-adds"), "narrow width"] == "0.117"
+    assert table.at[("kernel", "conv weights"), "pruned - narrow (points)"] == 2.0  # seed 2 has no narrow network
+    assert "(width 0.094-0.097) 79.5 ± 0.7%: +2.0 points" in prose.narrow_prose(table)
 
 
 def test_narrow_widths_match_the_pruned_counts():
