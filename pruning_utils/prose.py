@@ -257,8 +257,9 @@ def recovery_seeds_prose(readout: pd.DataFrame, curve_lr: float) -> str:
         lines.append(f"- **{s}**: test accuracy {format_mean_sd(r['test_at_finetune'], r['test_at_finetune_sd'])}% at "
                      f"epoch {ft}, {format_mean_sd(r['test_at_end'], r['test_at_end_sd'])}% at epoch {end}: {verdict}; "
                      f"{level}.")
-    n = int(readout["seeds"].max())
-    return (f"Fine-tuning at a constant rate of {curve_lr:g} (the original's way), {n} seed{'s' if n != 1 else ''}, "
+    low, n = int(readout["seeds"].min()), int(readout["seeds"].max())
+    seeds = f"{n} seed{'s' if n != 1 else ''}" if low == n else f"{low} to {n} seeds (per strategy, as each line says)"
+    return (f"Fine-tuning at a constant rate of {curve_lr:g} (the original's way), {seeds}, "
             f"mean ± sd. A curve levels off where {PLATEAU_WINDOW} more epochs gain less than {PLATEAU_MIN_GAIN} "
             f"points of validation accuracy ({PLATEAU_SMOOTHING}-epoch average):\n\n" + "\n".join(lines))
 

@@ -90,6 +90,8 @@ def test_curve_readout_reads_gains_plateaus_and_instability():
     assert not r["unstable"][["fine-grained", "kernel"]].any()
     text = prose.recovery_seeds_prose(r, 0.005)
     assert "**kernel**: test accuracy 65.0 ± 0.7% at epoch 10, 70.0 ± 0.7% at epoch 20: still gains +5.0 points" in text
+    assert "1 to 2 seeds (per strategy" in text  # filter has one seed: the heading does not claim two for all
+    assert "(the original's way), 2 seeds, mean" in prose.recovery_seeds_prose(r.drop(index="filter"), 0.005)
     assert "the mean curve does not level off" in text
     assert "**filter**" in text and "unstable at this rate" in text and "falls by up to 30 points" in text
     assert "+0.0 points from epoch 10 to 20 (one seed, no spread)" in text
