@@ -231,7 +231,7 @@ def prune_finetune_key(run: Run, strategy: str, force: bool | None = False, need
               "sparsities": sparsities, "recovery": settings.as_inputs()}
     forced = run.force if force is None else force
     names = [f"pruned_{strategy}.pt", f"finetuned_{strategy}.pt", f"finetune_history_{strategy}.csv",
-             f"table2_{strategy}.json"]
+             row_file(strategy)]
 
     def compute(key: str) -> None:
         identity = {"step": "prune_finetune", "key": key, "seed": run.seed, "strategy": strategy,

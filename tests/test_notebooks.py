@@ -274,3 +274,31 @@ def test_nbval_fails_when_a_checked_output_changes(tmp_path):
     nbformat.write(nb, bad)
     result = _nbval(bad)
     assert result.returncode != 0 and "8391883" in result.stdout
+
+
+def _sanitized(text):
+    from nbval.plugin import get_sanitize_patterns
+
+    for regex, replace in get_sanitize_patterns((ROOT / "tests" / "nbval" / "sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_the_nbval_sanitizer_drops_the_numbers_and_keeps_the_tables_structure():
+    """The checked cells are compared after tests/nbval/sanitize.cfg: the numbers of the smoke study depend on
+    the CPU's kernels (these two tables are the dense summaries an Intel Xeon and an AMD EPYC computed), the rows,
+    labels and missing values do not."""
+    intel = ("                                                 dense\n"
+             "test accuracy, eval mode (%)                      99.7\n"
+             "validation accuracy (%)                          100.0\n"
+             "parameters                                     231,002\n")
+    amd = ("                                                 dense\n"
+           "test accuracy, eval mode (%)                      99.3\n"
+           "validation accuracy (%)                           99.7\n"
+           "parameters                                     231,002\n")
+    assert _sanitized(intel) == _sanitized(amd)
+    assert _sanitized(amd) != _sanitized(amd.replace("99.3", " NaN"))  # a value gone missing
+    assert _sanitized(amd) != _sanitized(amd.replace("validation", "test"))  # another row
+    assert _sanitized(amd) != _sanitized(amd + "multiply-adds (M) 5.93\n")  # a row more
+    assert _sanitized("conv11    0.5  -1.2e-05") == "conv11NN"  # names keep their digits
+    assert _sanitized("<td>99.7</td>") == _sanitized("<td>100.0</td>")  # the HTML of tables too
