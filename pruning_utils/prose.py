@@ -314,11 +314,16 @@ def methods_seeds_prose(table: pd.DataFrame, reference: str = "one-cycle (Table 
             verdict = (f"{signed(r[column])} points over {reference}, "
                        + ("beyond the seeds' spread" if r["beyond the spread"] else "within the seeds' spread"))
         met = [m for m in group.index if group.at[m, "met (mean)"]]
+        single = (" on this one seed (the target is a mean over seeds)" if met and group.loc[met, "seeds"].max() < 2
+                  else "")
         lines.append(f"- **{strategy}**: best {best}, {r['after recovery (%)']}% ({verdict}); drop from dense "
                      f"{r['drop from dense (points)']} points against a target of {r['target drop']}: "
-                     + (f"met by {', '.join(met)}." if met else "**no method meets it**."))
+                     + (f"met by {', '.join(met)}{single}." if met else "**no method meets it**."))
     n = int(table["seeds"].max())
-    return f"The four ways to recover at equal epochs, mean ± sd over {n} seed{'s' if n != 1 else ''}:\n\n" + "\n".join(lines)
+    low = int(table["seeds"].min())
+    over = ("on one seed, no spread measured" if n == 1 else f"mean ± sd over {n} seeds" if low == n
+            else f"mean ± sd over {low} to {n} seeds (per strategy)")
+    return f"The four ways to recover at equal epochs, {over}:\n\n" + "\n".join(lines)
 
 
 def table2_seeds_prose(table: pd.DataFrame) -> str:

@@ -432,13 +432,13 @@ def seeds_markdown(run_dir: Path, currency: Currency | None = None) -> str:
             and not _why_not(currency, base, "recovered frontier")):
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
-        parts += ["", "The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
+        parts += ([] if parts[-1] == "" else [""]) + ["The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
                   "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
                   prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd)]
     methods = _per_seed(dirs, "recovery_methods.csv", partial=True, currency=currency)
     if methods is not None and metrics is not None:
         table = tables.methods_across_seeds(methods, metrics, recovery_study.RECOVERY_TARGETS)
-        parts += ["", prose.methods_seeds_prose(table)]
+        parts += ([] if parts[-1] == "" else [""]) + [prose.methods_seeds_prose(table), ""]
     stale = not_current_markdown(currency, {f"seed {s}": d for s, d in dirs.items()})
     if stale:
         parts += ([] if parts[-1] == "" else [""]) + [stale]

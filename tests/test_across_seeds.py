@@ -160,6 +160,12 @@ def test_methods_across_seeds_against_a_hand_computed_table():
     text = prose.methods_seeds_prose(table)
     assert "**fine-grained**: best LR rewinding, 85.0 ± 0.7% (+1.5 points over one-cycle (Table 2), beyond" in text
     assert "**filter**" in text and "**no method meets it**" in text and "met by LR rewinding." in text
+    assert text.startswith("The four ways to recover at equal epochs, mean ± sd over 2 seeds:")
+    one = prose.methods_seeds_prose(tables.methods_across_seeds(methods[methods["seed"] == 0], dense,
+                                                                {"fine-grained": 1.0, "filter": 1.5}))
+    assert one.startswith("The four ways to recover at equal epochs, on one seed, no spread measured:")
+    assert ("drop from dense -0.5 points against a target of <= 1.0: met by LR rewinding, distillation, one-cycle "
+            "(Table 2) on this one seed (the target is a mean over seeds).") in one  # seed 0: dense 84.0, LR rew. 84.5
 
 
 def test_narrow_table_names_the_widths_the_seeds_matched():
