@@ -34,7 +34,7 @@ report: env
 test: unit nbval
 
 unit: env
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=15 tests  # the 15 slowest tests, to see where the time goes
 
 # The six notebooks at the smoke profile (generated data) against committed reference outputs.
 nbval: env

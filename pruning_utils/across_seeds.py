@@ -126,6 +126,18 @@ def show_missing(frame: pd.DataFrame, seeds: Sequence[int]) -> bool:
     return len(frame) > 0
 
 
+def result_or_note(run: Run, result_of):
+    """``result_of(run)``, any result (notebooks 04 and 05: the seven models); in a read-only run whose
+    step is not current, None, after displaying why (:func:`show_missing`)."""
+    try:
+        return result_of(run)
+    except NotComputed as error:
+        frame = pd.DataFrame({"seed": []})
+        frame.attrs["missing"] = {run.seed: f"{error.step}: {error.status}"}
+        show_missing(frame, [run.seed])
+        return None
+
+
 def current_or_note(run: Run, frame_of) -> pd.DataFrame | None:
     """``frame_of(run)`` for one run (a section of notebook 06); in a read-only run whose step is
     not current, None, after displaying why (:func:`show_missing`)."""
