@@ -201,12 +201,17 @@ def beyond_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     parts = []
     if shown("latency.csv"):
         parts.append("**Real speed.** " + prose.latency_prose(pd.read_csv(run_dir / "latency.csv")))
+    def epochs(frame: pd.DataFrame) -> str:
+        n = sorted(frame["finetune_epochs"].unique())
+        return f"{'/'.join(map(str, n))} fine-tuning epoch{'s' if n != [1] else ''} per point"
+
     if shown("frontier.csv"):
-        parts.append("**How far (equal conv budgets, short fine-tune).**\n\n"
-                     + prose.frontier_prose(pd.read_csv(run_dir / "frontier.csv")))
+        front = pd.read_csv(run_dir / "frontier.csv")
+        parts.append(f"**How far (equal conv budgets, {epochs(front)}).**\n\n" + prose.frontier_prose(front))
     if shown("criteria.csv"):
-        parts.append("**Which weights: L2 vs L1 vs random at Table 1's sparsities** (test accuracy).\n\n"
-                     + prose.criteria_prose(pd.read_csv(run_dir / "criteria.csv")))
+        crit = pd.read_csv(run_dir / "criteria.csv")
+        parts.append(f"**Which weights: L2, L1, random and Taylor at Table 1's sparsities** (test accuracy, "
+                     f"{epochs(crit)}).\n\n" + prose.criteria_prose(crit))
     if shown("iterative.csv"):
         parts.append("**One shot vs iterative.** " + prose.iterative_prose(pd.read_csv(run_dir / "iterative.csv")))
     return "\n\n".join(parts) or "(nothing of notebook 06 is current in this run)"
