@@ -135,7 +135,7 @@ def test_force_rewrites_every_artifact(smoke_run, tmp_path):
 
 def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     """`make report STORED=1`: every notebook reads the run's current results and writes none; a section whose
-    results are not current says so (notebooks 04-06); on a run without results the first notebook fails, naming
+    results are not current says so (notebooks 04-06, the models included); on a run without results the first notebook fails, naming
     the missing step."""
     run_dir = tmp_path / "run"  # a copy: the shared run's executed notebooks stay those of the computing report
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("notebooks", ".lock"))
@@ -153,8 +153,8 @@ def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     text = json.dumps(nbformat.read(executed[0], 4).cells)
     assert "Not computed yet for seed 0" in text and "frontier: 0 of" in text and "missing frontier.csv" in text
     assert text.count("Not computed yet") == 1 and "Traceback" not in text  # criteria, iterative: shown
-    (run_dir / "finetuned_kernel.pt").unlink()  # the models of notebooks 04-05 (never committed): said, no failure
-    for executed in _report(run_dir, notebooks=("04_weight_dists", "05_activations"), compute=False):
+    (run_dir / "finetuned_kernel.pt").unlink()  # the models of notebooks 04-06 (never committed): said, no failure
+    for executed in _report(run_dir, notebooks=("04_weight_dists", "05_activations", "06_beyond"), compute=False):
         text = json.dumps(nbformat.read(executed, 4).cells)
         assert "Not computed yet for seed 0" in text and "finetuned_kernel.pt" in text and "Traceback" not in text
     with pytest.raises(papermill.PapermillExecutionError, match="NotComputed") as failure:
