@@ -127,7 +127,7 @@ def show_missing(frame: pd.DataFrame, seeds: Sequence[int]) -> bool:
 
 
 def result_or_note(run: Run, result_of):
-    """``result_of(run)``, any result (notebooks 04 and 05: the seven models); in a read-only run whose
+    """``result_of(run)``, any result (notebooks 04-06: the models of Table 2); in a read-only run whose
     step is not current, None, after displaying why (:func:`show_missing`)."""
     try:
         return result_of(run)
@@ -140,9 +140,9 @@ def result_or_note(run: Run, result_of):
 
 def current_or_note(run: Run, frame_of) -> pd.DataFrame | None:
     """``frame_of(run)`` for one run (a section of notebook 06); in a read-only run whose step is
-    not current, None, after displaying why (:func:`show_missing`)."""
-    frame = per_seed([run], frame_of)
-    return frame.drop(columns="seed") if show_missing(frame, [run.seed]) else None
+    not current, None, after displaying why (:func:`result_or_note`); None too when it is empty."""
+    frame = result_or_note(run, frame_of)
+    return frame.reset_index(drop=True) if frame is not None and len(frame) else None
 
 
 def step_seconds(runs: Sequence[Run]) -> pd.DataFrame:

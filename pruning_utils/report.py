@@ -10,10 +10,10 @@ result, and each notebook ends with the list of steps it computed or reused). ``
 ``force=True`` to every notebook, which recomputes all their steps; ``--stored`` passes
 ``compute=False``, which computes nothing: the report shows the run's stored results that are
 current (notebook 07 says which seeds still lack a step, notebooks 04-06 which section is not
-current; notebooks 01-03 fail on a missing one). A notebook is executed into a hidden partial file that replaces the executed copy only
-when papermill finished it, and the whole report holds the run directory's lock
-(:func:`pruning_utils.runs.run_lock`), so a killed or concurrent report never leaves a copy that
-looks complete. Cell output (the steps, epochs) is streamed to the terminal.
+current; notebooks 01-03 fail on a missing one). A notebook is executed into a hidden partial
+file that replaces the executed copy only when papermill finished it, and the whole report holds
+the run directory's lock (:func:`pruning_utils.runs.run_lock`), so a killed or concurrent report
+never leaves a copy that looks complete. Cell output (the steps, epochs) is streamed to the terminal.
 """
 
 from __future__ import annotations

@@ -193,18 +193,24 @@ def differences_markdown(run_dir: Path, currency: Currency | None = None) -> str
     ])
 
 
+def _after_blank(parts: list[str], *lines: str) -> list[str]:
+    """``lines`` to append to the markdown lines ``parts``, after one blank line (none added where
+    ``parts`` already ends with one)."""
+    return ([""] if parts and parts[-1] != "" else []) + list(lines)
+
+
 def beyond_markdown(run_dir: Path, currency: Currency | None = None) -> str:
     """Notebook 06's findings, from its cached CSVs (what exists of them and is current)."""
     def shown(name: str) -> bool:
         return (run_dir / name).exists() and not _why_not(currency, run_dir, FILE_RESULT[name])
 
-    parts = []
-    if shown("latency.csv"):
-        parts.append("**Real speed.** " + prose.latency_prose(pd.read_csv(run_dir / "latency.csv")))
     def epochs(frame: pd.DataFrame) -> str:
         n = sorted(frame["finetune_epochs"].unique())
         return f"{'/'.join(map(str, n))} fine-tuning epoch{'s' if n != [1] else ''} per point"
 
+    parts = []
+    if shown("latency.csv"):
+        parts.append("**Real speed.** " + prose.latency_prose(pd.read_csv(run_dir / "latency.csv")))
     if shown("frontier.csv"):
         front = pd.read_csv(run_dir / "frontier.csv")
         parts.append(f"**How far (equal conv budgets, {epochs(front)}).**\n\n" + prose.frontier_prose(front))
@@ -437,16 +443,16 @@ def seeds_markdown(run_dir: Path, currency: Currency | None = None) -> str:
             and not _why_not(currency, base, "recovered frontier")):
         front = pd.read_csv(base / "recovered_frontier.csv")
         sd = 100 * metrics["test_accuracy"].std()
-        parts += ([] if parts[-1] == "" else [""]) + ["The guided frontier with measured deep sparsities, recovered as Table 2 (seed of the main run):",
-                  "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
-                  prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd)]
+        parts += _after_blank(parts, "The guided frontier with measured deep sparsities, recovered as Table 2 (seed "
+                              "of the main run):", "", prose.frontier_prose(front, "Table 2's fine-tuning"), "",
+                              prose.monotone_prose(recovery_study.frontier_exceptions(front, sd), sd))
     methods = _per_seed(dirs, "recovery_methods.csv", partial=True, currency=currency)
     if methods is not None and metrics is not None:
         table = tables.methods_across_seeds(methods, metrics, recovery_study.RECOVERY_TARGETS)
-        parts += ([] if parts[-1] == "" else [""]) + [prose.methods_seeds_prose(table), ""]
+        parts += _after_blank(parts, prose.methods_seeds_prose(table), "")
     stale = not_current_markdown(currency, {f"seed {s}": d for s, d in dirs.items()})
     if stale:
-        parts += ([] if parts[-1] == "" else [""]) + [stale]
+        parts += _after_blank(parts, stale)
     return "\n".join(parts).rstrip()
 
 

@@ -135,8 +135,8 @@ def test_force_rewrites_every_artifact(smoke_run, tmp_path):
 
 def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     """`make report STORED=1`: every notebook reads the run's current results and writes none; a section whose
-    results are not current says so (notebooks 04-06, the models included); on a run without results the first notebook fails, naming
-    the missing step."""
+    results are not current says so (notebooks 04-06, the models included); on a run without results the first
+    notebook fails, naming the missing step."""
     run_dir = tmp_path / "run"  # a copy: the shared run's executed notebooks stay those of the computing report
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("notebooks", ".lock"))
 
