@@ -136,6 +136,21 @@ def _anchor(title: str) -> str:
     return re.sub(r"\s", "-", title.strip())
 
 
+def _first_title(nb: nbformat.NotebookNode) -> str:
+    """The notebook's first level-1 heading (its section title in the report), or its first heading."""
+    headings = [m for c in nb.cells if c.cell_type == "markdown"
+                for m in re.findall(r"^(#+) (.+)$", c.source, flags=re.M)]
+    return next((t for level, t in headings if level == "#"), headings[0][1] if headings else "")
+
+
+def _below_level_two(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """An appendix cell with its markdown headings one level down, under the appendix's per-notebook
+    level-2 heading (``## Steps`` -> ``### Steps``); other cells unchanged."""
+    if cell.cell_type != "markdown":
+        return cell
+    return nbformat.from_dict({**cell, "source": re.sub(r"^(#{1,5}) ", r"#\1 ", cell.source, flags=re.M)})
+
+
 def render_html(executed: list[Path], output: Path, title: str, label: str = "") -> Path:
     """One self-contained HTML page from executed notebooks: code hidden, figures embedded, TOC.
 
@@ -176,8 +191,8 @@ def render_html(executed: list[Path], output: Path, title: str, label: str = "")
                 cell = nbformat.from_dict({**cell, "outputs": [o for o in cell.outputs if o not in streams]})
             merged.cells.append(cell)
         if logs:
-            appendix.append(nbformat.v4.new_markdown_cell(f"### {path.stem}"))
-            appendix.extend(logs)
+            appendix.append(nbformat.v4.new_markdown_cell(f"## {path.stem}: {_first_title(nb)}"))
+            appendix.extend(_below_level_two(cell) for cell in logs)
     merged.cells.insert(0, nbformat.v4.new_markdown_cell("\n".join(toc + [f"- [{APPENDIX_TITLE}](#{_anchor(APPENDIX_TITLE)})"])))
     merged.cells.extend(appendix)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)

@@ -199,9 +199,30 @@ def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_pat
     assert "Traceback" not in html and "jp-RenderedText" in html
     assert "Contents:" in html and 'href="#1.-The-dense-model"' in html
     assert "steps.train_dense" not in html  # code hidden
-    appendix = html.index(">Appendix: logs and settings<")  # the heading; logs and settings only after it
+    appendix = re.search(r"<h1[^>]*>Appendix: logs and settings<", html).start()  # logs, settings only after it
     assert html.index("dense epoch 1/") > appendix and html.index('"name": "smoke"') > appendix
     assert html.index("1. The dense model<") < appendix
+
+
+def test_the_appendix_nests_each_notebooks_logs_under_its_title(tmp_path):
+    """In the appendix, each notebook is one level-2 heading named after its section, and its own headings
+    sit one level below it, so the appendix's outline nests the way the report's does."""
+    paths = []
+    for stem, title in (("01_a", "1. First"), ("02_b", "2. Second")):
+        nb = nbformat.v4.new_notebook()
+        log = nbformat.v4.new_code_cell("print('x')", outputs=[nbformat.v4.new_output("stream", text=f"{stem} log\n")])
+        steps = nbformat.v4.new_markdown_cell("## Steps of this notebook\n\ntext", metadata={"tags": ["appendix"]})
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n## A part"), log, steps]
+        paths.append(tmp_path / f"{stem}.ipynb")
+        nbformat.write(nb, paths[-1])
+    html = render_html(paths, tmp_path / "report.html", "t").read_text()
+    appendix = re.search(r"<h1[^>]*>Appendix: logs and settings<", html).start()  # the heading, not the TOC's link
+    for stem, title in (("01_a", "1. First"), ("02_b", "2. Second")):
+        assert re.search(rf"<h2[^>]*>{stem}: {re.escape(title)}<", html[appendix:])
+        assert html.index(f"{stem} log") > appendix
+    assert len(re.findall(r"<h3[^>]*>Steps of this notebook<", html[appendix:])) == 2
+    assert not re.search(r"<h2[^>]*>Steps of this notebook<", html)
+    assert re.search(r"<h2[^>]*>A part<", html[:appendix])  # the sections themselves keep their levels
 
 
 def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, tmp_path):
