@@ -22,7 +22,10 @@ from .runs import project_root, resolve_path
 
 
 def _md(frame: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    """A DataFrame as a GitHub markdown table (no extra dependency), truth values as yes/no."""
+    from .tables import readable
+
+    frame = readable(frame)
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
@@ -85,6 +86,14 @@ def table1_across_seeds(table1: pd.DataFrame) -> pd.DataFrame:
     theirs = TABLE1.set_index("layer")
     return pd.concat({"seeds": ours, "original": theirs[list(STRATEGIES)]}, axis=1).swaplevel(axis=1)[
         [(s, who) for s in STRATEGIES for who in ("seeds", "original")]]
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for a reader: columns of truth values (``met (mean)``, ``beyond the spread``) read
+    ``yes``/``no`` instead of ``True``/``False``; other columns unchanged. Display only: the prose
+    reads the truth values of the frame itself."""
+    flags = [c for c in frame.columns if frame[c].map(lambda v: isinstance(v, (bool, np.bool_))).all() and len(frame)]
+    return frame.assign(**{c: frame[c].map({True: "yes", False: "no"}) for c in flags})
 
 
 def drop_from_dense(rows: pd.DataFrame, dense: pd.DataFrame) -> pd.Series:

@@ -157,6 +157,11 @@ def test_methods_across_seeds_against_a_hand_computed_table():
     assert r["drop from dense (points)"] == "0.0 ± 0.7" and r["met (mean)"]  # dense 84/86, recovered 84.5/85.5
     assert not table.loc[("fine-grained", "distillation"), "beyond the spread"]
     assert not table.loc[("filter", "LR rewinding"), "met (mean)"]  # drop 3.5 against 1.5
+    shown = tables.readable(table)  # for a reader: yes/no, the frame itself keeps its truth values
+    assert shown.loc[("fine-grained", "LR rewinding"), ["met (mean)", "beyond the spread"]].tolist() == ["yes", "yes"]
+    assert shown.loc[("filter", "LR rewinding"), "met (mean)"] == "no" and table["met (mean)"].dtype == bool
+    assert shown.drop(columns=["met (mean)", "beyond the spread"]).equals(
+        table.drop(columns=["met (mean)", "beyond the spread"]))
     text = prose.methods_seeds_prose(table)
     assert "**fine-grained**: best LR rewinding, 85.0 ± 0.7% (+1.5 points over one-cycle (Table 2), beyond" in text
     assert "**filter**" in text and "**no method meets it**" in text and "met by LR rewinding." in text
