@@ -137,10 +137,9 @@ def _anchor(title: str) -> str:
 
 
 def _first_title(nb: nbformat.NotebookNode) -> str:
-    """The notebook's first level-1 heading (its section title in the report), or its first heading."""
-    headings = [m for c in nb.cells if c.cell_type == "markdown"
-                for m in re.findall(r"^(#+) (.+)$", c.source, flags=re.M)]
-    return next((t for level, t in headings if level == "#"), headings[0][1] if headings else "")
+    """The notebook's first level-1 heading: its section title in the report ("" if it has none)."""
+    titles = (re.search(r"^# (.+)$", c.source, flags=re.M) for c in nb.cells if c.cell_type == "markdown")
+    return next((t.group(1) for t in titles if t), "")
 
 
 def _below_level_two(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:

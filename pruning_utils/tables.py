@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
@@ -92,8 +91,10 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` for a reader: columns of truth values (``met (mean)``, ``beyond the spread``) read
     ``yes``/``no`` instead of ``True``/``False``; other columns unchanged. Display only: the prose
     reads the truth values of the frame itself."""
-    flags = [c for c in frame.columns if frame[c].map(lambda v: isinstance(v, (bool, np.bool_))).all() and len(frame)]
-    return frame.assign(**{c: frame[c].map({True: "yes", False: "no"}) for c in flags})
+    shown = frame.copy()
+    for column in frame.select_dtypes(bool).columns:
+        shown[column] = frame[column].map({True: "yes", False: "no"})
+    return shown
 
 
 def drop_from_dense(rows: pd.DataFrame, dense: pd.DataFrame) -> pd.Series:
