@@ -33,8 +33,10 @@ report: env
 
 test: unit nbval
 
+# Two pytest workers, one thread each (two threads each would spin against each other on 2 cores), one test file per
+# worker at a time, the longest first (tests/conftest.py).
 unit: env
-	$(PY) -m pytest --durations=15 tests  # the 15 slowest tests, to see where the time goes
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests  # the 15 slowest
 
 # The six notebooks at the smoke profile (generated data) against committed reference outputs.
 nbval: env

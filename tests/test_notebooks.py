@@ -1,14 +1,11 @@
-"""The study's notebooks: papermill parameters, bad input, artifacts, the rendered report, and
-the nbval regression mechanism, at the smoke profile (generated data) cut down to SMALL."""
+"""The study's notebooks run as one smoke study (a module fixture), then reused: artifacts and their
+records, a changed setting, force, a stored-only report, the rendered report and single-notebook runs,
+at the smoke profile (generated data) cut down to SMALL. The notebooks' mechanics that need no study
+(parameters, bad input, a killed or busy report, nbval) are tested in test_notebook_runner.py."""
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import papermill
@@ -16,22 +13,15 @@ import pytest
 
 from pruning_utils.artifacts import REGISTRY
 from pruning_utils.criteria import STRATEGIES
-from pruning_utils.report import (MULTI_SEED_NOTEBOOKS, NOTEBOOKS, available_notebooks, parse_settings, render_html,
-                                  run_notebooks)
+from pruning_utils.report import MULTI_SEED_NOTEBOOKS, NOTEBOOKS, render_html, run_notebooks
 
-ROOT = Path(__file__).resolve().parents[1]
-STUDY = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations", "06_beyond")
+STUDY = tuple(name for name in NOTEBOOKS if name not in MULTI_SEED_NOTEBOOKS)
 
 
 # The smoke profile cut down: these tests check the notebooks' mechanics (parameters, reuse, force, read-only,
 # rendering); nbval runs the notebooks at the smoke profile itself. Larger than test_pipeline's TINY because
 # notebook 01 asserts the dense model is well above chance (400 images and 2 epochs left it at 10%).
 SMALL = {"synthetic_sizes": [800, 200, 200], "epochs": 3, "finetune_epochs": 1, "recalibration_batches": 2}
-
-
-def _execute(name, out, **params):
-    return papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                                      cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
 
 
 def _records(run_dir):
@@ -57,34 +47,6 @@ def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke-run")
     executed = _report(run_dir)
     return run_dir, executed, _records(run_dir)
-
-
-def test_every_notebook_has_one_parameters_cell_with_the_common_parameters():
-    for name in available_notebooks():
-        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, name
-        params = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
-        assert {"profile", "run_dir", "seed", "data_source", "force", "compute", "overrides"} <= set(params), name
-    assert available_notebooks() == STUDY + MULTI_SEED_NOTEBOOKS == NOTEBOOKS
-
-
-def test_committed_notebooks_carry_no_outputs():
-    for name in available_notebooks():
-        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
-
-
-def test_nbval_references_run_the_same_code_as_the_notebooks():
-    """tests/nbval holds papermill-executed copies; their code must be the notebooks' code."""
-    for name in NOTEBOOKS:
-        source = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-        ref = nbformat.read(ROOT / "tests" / "nbval" / f"{name}.ipynb", as_version=4)
-        ref_code = [c.source for c in ref.cells if c.cell_type == "code"
-                    and "injected-parameters" not in c.metadata.get("tags", [])]
-        assert ref_code == [c.source for c in source.cells if c.cell_type == "code"], (
-            f"tests/nbval/{name}.ipynb is stale: run `make nbval-refs`")
-        assert ref.metadata["papermill"]["parameters"]["profile"] == "smoke"
 
 
 def test_the_study_writes_every_registered_artifact_with_its_record(smoke_run):
@@ -144,48 +106,23 @@ def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
         return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()
                 and not {"notebooks", "figures"} & set(p.relative_to(run_dir).parts) and not p.name.startswith(".")}
 
-    before = artifacts()
-    logs = _step_logs(_report(run_dir, compute=False))
-    assert "reused" in logs and "computed" not in logs
-    assert artifacts() == before  # nothing rewritten, nothing added
     (run_dir / "frontier.csv").unlink()  # a section of notebook 06 that is not current: said, and the rest shown
-    executed = _report(run_dir, notebooks=("06_beyond",), compute=False)
-    text = json.dumps(nbformat.read(executed[0], 4).cells)
-    assert "Not computed yet for seed 0" in text and "frontier: 0 of" in text and "missing frontier.csv" in text
-    assert text.count("Not computed yet") == 1 and "Traceback" not in text  # criteria, iterative: shown
-    (run_dir / "finetuned_kernel.pt").unlink()  # the models of notebooks 04-06 (never committed): said, no failure
-    for executed in _report(run_dir, notebooks=("04_weight_dists", "05_activations", "06_beyond"), compute=False):
-        text = json.dumps(nbformat.read(executed, 4).cells)
-        assert "Not computed yet for seed 0" in text and "finetuned_kernel.pt" in text and "Traceback" not in text
+    (run_dir / "finetuned_kernel.pt").unlink()  # a model of notebooks 04-06 (never committed): said, no failure
+    before = artifacts()
+    executed = _report(run_dir, compute=False)
+    logs = _step_logs(executed)
+    assert "reused" in logs and "not computed" in logs and "computed" not in logs.replace("not computed", "")
+    assert artifacts() == before  # nothing rewritten, nothing added (neither file made again)
+    text = {path.stem: json.dumps(nbformat.read(path, 4).cells) for path in executed}
+    assert list(text) == list(STUDY) and not any("Traceback" in t for t in text.values())
+    assert not any("Not computed yet" in text[name] for name in STUDY[:3])  # 01-03 need neither file
+    for name in STUDY[3:]:
+        assert "Not computed yet for seed 0" in text[name] and "finetuned_kernel.pt" in text[name], name
+    assert "frontier: 0 of" in text["06_beyond"] and "missing frontier.csv" in text["06_beyond"]
+    assert text["06_beyond"].count("Not computed yet") == 2  # the models and the frontier; criteria, iterative shown
     with pytest.raises(papermill.PapermillExecutionError, match="NotComputed") as failure:
         _report(tmp_path / "empty", notebooks=("01_train",), compute=False)
     assert "dense: missing" in str(failure.value)
-
-
-def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir", str(run_dir),
-               "--notebooks", "01_train"]
-    report = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True, cwd=ROOT)
-    for line in report.stdout:
-        if "dense epoch 2/" in line:  # mid-training: a checkpoint exists, no artifact yet
-            os.killpg(report.pid, signal.SIGKILL)
-            break
-    report.wait()
-    assert not (run_dir / "notebooks" / "01_train.ipynb").exists() and not (run_dir / "dense.pt").exists()
-    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "dense: computing (missing dense.pt)" in again.stdout and "dense epoch 4/4" in again.stdout
-    assert (run_dir / "dense.pt").exists() and (run_dir / "notebooks" / "01_train.ipynb").exists()
-
-
-def test_a_second_report_into_a_busy_run_directory_is_refused(tmp_path, lock_holder):
-    lock_holder(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir",
-                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 2 and "is in use by another process" in result.stderr
-    assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
 
 
 def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_path):
@@ -204,28 +141,7 @@ def test_rendered_report_embeds_every_figure_and_has_no_error(smoke_run, tmp_pat
     assert html.index("1. The dense model<") < appendix
 
 
-def test_the_appendix_nests_each_notebooks_logs_under_its_title(tmp_path):
-    """In the appendix, each notebook is one level-2 heading named after its section, and its own headings
-    sit one level below it, so the appendix's outline nests the way the report's does."""
-    paths = []
-    for stem, title in (("01_a", "1. First"), ("02_b", "2. Second")):
-        nb = nbformat.v4.new_notebook()
-        log = nbformat.v4.new_code_cell("print('x')", outputs=[nbformat.v4.new_output("stream", text=f"{stem} log\n")])
-        steps = nbformat.v4.new_markdown_cell("## Steps of this notebook\n\ntext", metadata={"tags": ["appendix"]})
-        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n## A part"), log, steps]
-        paths.append(tmp_path / f"{stem}.ipynb")
-        nbformat.write(nb, paths[-1])
-    html = render_html(paths, tmp_path / "report.html", "t").read_text()
-    appendix = re.search(r"<h1[^>]*>Appendix: logs and settings<", html).start()  # the heading, not the TOC's link
-    for stem, title in (("01_a", "1. First"), ("02_b", "2. Second")):
-        assert re.search(rf"<h2[^>]*>{stem}: {re.escape(title)}<", html[appendix:])
-        assert html.index(f"{stem} log") > appendix
-    assert len(re.findall(r"<h3[^>]*>Steps of this notebook<", html[appendix:])) == 2
-    assert not re.search(r"<h2[^>]*>Steps of this notebook<", html)
-    assert re.search(r"<h2[^>]*>A part<", html[:appendix])  # the sections themselves keep their levels
-
-
-def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, tmp_path):
+def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, tmp_path, execute_notebook):
     run_dir, _, _ = smoke_run
     fresh = tmp_path / "run"
     (fresh / "provenance").mkdir(parents=True)
@@ -237,94 +153,18 @@ def test_sensitivity_notebook_for_one_strategy_writes_only_its_scan(smoke_run, t
         return {p.name for p in fresh.rglob("*") if p.relative_to(fresh).parts[0] != "figures"}
 
     before = artifacts()
-    out = _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh),
+    out = execute_notebook("02_sensitivity", tmp_path / "out.ipynb", strategy="filter", profile="smoke", run_dir=str(fresh),
                    overrides=SMALL)
     assert artifacts() - before - {".lock"} == {"sensitivity_filter.csv", "sensitivity_filter.csv.json"}
     assert "dense: reused" in json.dumps([c.get("outputs") for c in out.cells])  # the committed model, not retrained
 
 
-def test_bad_parameter_fails_before_any_work(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match="valid: fine-grained"):
-        _execute("02_sensitivity", tmp_path / "out.ipynb", strategy="channel", profile="smoke",
-                 run_dir=str(tmp_path / "run"))
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'fast'"):
-        _execute("01_train", tmp_path / "out.ipynb", profile="fast", run_dir=str(tmp_path / "run"))
-    with pytest.raises(papermill.PapermillExecutionError, match="unknown profile setting 'finetune_epoch'"):
-        _execute("01_train", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"),
-                 overrides={"finetune_epoch": 2})
-    assert not (tmp_path / "run").exists()
-
-
-def test_threshold_parameter_works_on_a_run_made_with_the_default(smoke_run, tmp_path):
+def test_threshold_parameter_works_on_a_run_made_with_the_default(smoke_run, tmp_path, execute_notebook):
     run_dir, _, before = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    _execute("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(copy), threshold=0.6,
+    execute_notebook("03_prune_finetune", tmp_path / "out.ipynb", profile="smoke", run_dir=str(copy), threshold=0.6,
              overrides=SMALL)
     after = _records(copy)
     assert after["sparsities.csv"]["inputs"]["threshold"] == 0.6
     assert after["sensitivity_kernel.csv"]["created"] == before["sensitivity_kernel.csv"]["created"]
-
-
-def test_report_runner_refuses_unknown_parameters_and_reads_settings():
-    from pruning_utils.report import check_parameters
-
-    with pytest.raises(ValueError, match="no parameter"):
-        check_parameters(ROOT / "notebooks" / "02_sensitivity.ipynb", {"stratgy": "filter"})
-    assert parse_settings(["finetune_epochs=2", "threshold=0.6", "precision=fp32"]) == {
-        "finetune_epochs": 2, "threshold": 0.6, "precision": "fp32"}
-    with pytest.raises(ValueError, match="SETTING=VALUE"):
-        parse_settings(["finetune_epochs"])
-
-
-def _nbval(path):
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(path)],
-                          capture_output=True, text=True, cwd=path.parent)
-
-
-def test_nbval_fails_when_a_checked_output_changes(tmp_path):
-    """The regression mechanism itself: a stored output that no longer matches fails the run."""
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(
-        "# NBVAL_CHECK_OUTPUT\nfrom pruning_utils.model import VGG16, count_parameters\nprint(count_parameters(VGG16()))")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="8391882\n")]
-    cell.execution_count = 1  # nbval refuses stored outputs of a cell that never ran
-    nb.cells = [cell]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    good = tmp_path / "good.ipynb"
-    nbformat.write(nb, good)
-    assert _nbval(good).returncode == 0
-    cell.outputs[0]["text"] = "8391883\n"
-    bad = tmp_path / "bad.ipynb"
-    nbformat.write(nb, bad)
-    result = _nbval(bad)
-    assert result.returncode != 0 and "8391883" in result.stdout
-
-
-def _sanitized(text):
-    from nbval.plugin import get_sanitize_patterns
-
-    for regex, replace in get_sanitize_patterns((ROOT / "tests" / "nbval" / "sanitize.cfg").read_text()):
-        text = re.sub(regex, replace, text)
-    return text
-
-
-def test_the_nbval_sanitizer_drops_the_numbers_and_keeps_the_tables_structure():
-    """The checked cells are compared after tests/nbval/sanitize.cfg: the numbers of the smoke study depend on
-    the CPU's kernels (these two tables are the dense summaries an Intel Xeon and an AMD EPYC computed), the rows,
-    labels and missing values do not."""
-    intel = ("                                                 dense\n"
-             "test accuracy, eval mode (%)                      99.7\n"
-             "validation accuracy (%)                          100.0\n"
-             "parameters                                     231,002\n")
-    amd = ("                                                 dense\n"
-           "test accuracy, eval mode (%)                      99.3\n"
-           "validation accuracy (%)                           99.7\n"
-           "parameters                                     231,002\n")
-    assert _sanitized(intel) == _sanitized(amd)
-    assert _sanitized(amd) != _sanitized(amd.replace("99.3", " NaN"))  # a value gone missing
-    assert _sanitized(amd) != _sanitized(amd.replace("validation", "test"))  # another row
-    assert _sanitized(amd) != _sanitized(amd + "multiply-adds (M) 5.93\n")  # a row more
-    assert _sanitized("conv11    0.5  -1.2e-05") == "conv11NN"  # names keep their digits
-    assert _sanitized("<td>99.7</td>") == _sanitized("<td>100.0</td>")  # the HTML of tables too
