@@ -67,7 +67,7 @@ from torch import nn
 from pruning_utils.compact import compact
 from pruning_utils.counting import count_multiply_adds_masked
 from pruning_utils.evaluation import copy_model
-from pruning_utils.latency import cpu_model
+from pruning_utils.latency import cpu_model, speed_verdict
 from pruning_utils.masks import make_permanent, prune_model
 from pruning_utils.model import VGG16, count_multiply_adds, count_parameters
 from pruning_utils.original import TABLE1
@@ -318,17 +318,6 @@ def measure(configs: Sequence[Config], rounds: int, seed: int = 0) -> None:
             config.ms.append(1000.0 * _seconds_per_call(config.run, config.calls))
 
 
-def compare(reference: dict[str, float], other: dict[str, float]) -> tuple[float, str]:
-    """Speedup of ``other`` over ``reference`` (median ratio) and ``faster`` / ``slower`` when the
-    spreads (min-max over rounds) do not overlap, else ``within spread``."""
-    speedup = reference["median_ms"] / other["median_ms"]
-    if other["max_ms"] < reference["min_ms"]:
-        return speedup, "faster"
-    if other["min_ms"] > reference["max_ms"]:
-        return speedup, "slower"
-    return speedup, "within spread"
-
-
 def verdict_text(model: str, speedup: float, verdict: str) -> str:
     """The printed comparison with dense: compaction's speedup, or a masked model's gain."""
     if model == "filter-compacted":
@@ -434,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = "reference"
         dense = by_key[(config.width, config.batch, "dense", config.runtime)]
         if config.model != "dense" and dense.failure is None:
-            speedup, verdict = compare(dense.stats(), stats)
+            speedup, verdict = speed_verdict(dense.stats(), stats)
             row.update({"speedup_over_dense": speedup, "verdict": verdict})
             text = verdict_text(config.model, speedup, verdict)
         elif config.model != "dense":

@@ -45,7 +45,7 @@ STEP_VERSIONS: dict[str, int] = {
     "filter_outputs": 2,
     "weight_stats": 1,
     "activation_stats": 1,
-    "latency": 2,
+    "latency": 3,
     "frontier": 2,
     "criteria": 2,
     "iterative": 2,

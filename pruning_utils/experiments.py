@@ -326,15 +326,18 @@ def stratified_sample(labels: torch.Tensor, per_class: int, seed: int = 0) -> to
     return torch.cat(picks).sort().values
 
 
+LATENCY_ROUNDS = 7  # interleaved rounds of the latency table (its spread is over these)
+
+
 def latency(run: Run, models: dict[str, nn.Module], keys: dict[str, str], force: bool | None = None) -> pd.DataFrame:
     """CPU latency table of ``models`` (``latency.csv``), keyed by the models, settings and this CPU."""
     batch_sizes = (1, 256)
     inputs = {"models": keys, "batch_sizes": batch_sizes, "repeats": run.profile.latency_repeats,
-              "cpu": cpu_model(), "threads": torch.get_num_threads()}
+              "rounds": LATENCY_ROUNDS, "cpu": cpu_model(), "threads": torch.get_num_threads()}
 
     def compute(key: str) -> None:
         table = latency_table({k: m.cpu() for k, m in models.items()}, batch_sizes=batch_sizes,
-                              repeats=run.profile.latency_repeats)
+                              repeats=run.profile.latency_repeats, rounds=LATENCY_ROUNDS)
         run.save_csv("latency.csv", table)
 
     run.step("latency", ["latency.csv"], inputs, compute, force)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -19,7 +20,7 @@ from .masks import make_permanent
 from .model import count_multiply_adds
 
 LATENCY_COLUMNS = [
-    "model", "batch_size", "median_ms", "images_per_s",
+    "model", "batch_size", "median_ms", "min_ms", "max_ms", "images_per_s",
     "parameters", "multiply_adds", "masked_multiply_adds", "file_size_bytes",
 ]
 
@@ -69,23 +70,37 @@ def _file_size(model: nn.Module) -> int:
         os.remove(path)
 
 
-@torch.inference_mode()
-def _median_seconds(model: nn.Module, batch_size: int, repeats: int, warmup: int) -> float:
+def speed_verdict(reference: Mapping[str, float], other: Mapping[str, float]) -> tuple[float, str]:
+    """Speed-up of ``other`` over ``reference`` (ratio of ``median_ms``) and ``faster`` / ``slower``
+    when their spreads (``min_ms`` .. ``max_ms``) do not overlap, else ``within spread``."""
+    speedup = reference["median_ms"] / other["median_ms"]
+    if other["max_ms"] < reference["min_ms"]:
+        return speedup, "faster"
+    if other["min_ms"] > reference["max_ms"]:
+        return speedup, "slower"
+    return speedup, "within spread"
+
+
+def _timer(model: nn.Module, batch_size: int) -> Callable[[int], float]:
+    """A function timing ``calls`` back-to-back forward passes of a random batch; median seconds per call."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, 32, 32, generator=generator).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        sync()
-        started = time.perf_counter()
-        model(x)
-        sync()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
+    @torch.inference_mode()
+    def median_seconds(calls: int) -> float:
+        times = []
+        for _ in range(calls):
+            sync()
+            started = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    return median_seconds
 
 
 def latency_table(
@@ -94,14 +109,21 @@ def latency_table(
     repeats: int = 20,
     warmup: int = 3,
     threads: int | None = None,
+    rounds: int = 7,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Inference time and size of each model, one row per (model, batch size).
 
     Each model is timed as a copy with its masks folded in (``make_permanent``: a masked model
     runs the dense kernels; the prune hook's per-call ``weight_orig * weight_mask`` is not
     timed), in eval mode, fp32, channels_last, under ``torch.inference_mode``, on random
-    inputs on the model's device. ``warmup`` untimed passes, then ``repeats`` timed ones;
-    ``median_ms`` is their median and ``images_per_s = batch_size / median``. ``threads`` sets
+    inputs on the model's device. Each (model, batch size) gets ``warmup`` untimed passes; then
+    ``rounds`` rounds, each timing every (model, batch size) once, in an order shuffled afresh per
+    round (seeded by ``seed``), as ``repeats`` passes whose median is the round's time. Timed one
+    model after another, a drift of the machine (another process, clock changes) would read as a
+    difference between models; interleaved, it spreads over all of them. ``median_ms`` is the
+    median over rounds, ``min_ms`` and ``max_ms`` the fastest and slowest round (compare two rows
+    with :func:`speed_verdict`), ``images_per_s = batch_size / median``. ``threads`` sets
     ``torch.set_num_threads`` during the measurement (restored afterwards).
 
     Size columns (per model, repeated on each row): ``parameters`` = unmasked parameters
@@ -117,16 +139,17 @@ def latency_table(
         raise ValueError("batch_sizes must hold at least one batch size")
     _validate_positive_ints("batch_sizes", batch_sizes, 1)
     _validate_positive_ints("repeats", [repeats], 1)
+    _validate_positive_ints("rounds", [rounds], 1)
     _validate_positive_ints("warmup", [warmup], 0)
     if threads is not None:
         _validate_positive_ints("threads", [threads], 1)
     saved_threads = torch.get_num_threads()
-    rows = []
+    sizes, timers = {}, {}
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         for name, model in models.items():
-            sizes = {
+            sizes[name] = {
                 "parameters": count_remaining_parameters(model)["total"],
                 "multiply_adds": count_multiply_adds(model),
                 "masked_multiply_adds": count_multiply_adds_masked(model)["total"],
@@ -134,9 +157,21 @@ def latency_table(
             }
             timed = make_permanent(copy_model(model)).float().eval().to(memory_format=torch.channels_last)
             for batch_size in batch_sizes:
-                seconds = _median_seconds(timed, batch_size, repeats, warmup)
-                rows.append({"model": name, "batch_size": batch_size, "median_ms": 1000 * seconds,
-                             "images_per_s": batch_size / seconds, **sizes})
+                timers[name, batch_size] = _timer(timed, batch_size)
+                if warmup:
+                    timers[name, batch_size](warmup)
+        seconds: dict[tuple[str, int], list[float]] = {config: [] for config in timers}
+        for r in range(rounds):
+            order = list(timers)
+            random.Random(seed + r).shuffle(order)
+            for config in order:
+                seconds[config].append(timers[config](repeats))
     finally:
         torch.set_num_threads(saved_threads)
+    rows = []
+    for (name, batch_size), per_round in seconds.items():
+        median = statistics.median(per_round)
+        rows.append({"model": name, "batch_size": batch_size, "median_ms": 1000 * median,
+                     "min_ms": 1000 * min(per_round), "max_ms": 1000 * max(per_round),
+                     "images_per_s": batch_size / median, **sizes[name]})
     return pd.DataFrame(rows, columns=LATENCY_COLUMNS)

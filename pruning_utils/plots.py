@@ -231,13 +231,14 @@ def iterative(results: pd.DataFrame, title: str = "One shot vs iterative pruning
     return fig
 
 
-def latency(table: pd.DataFrame, title: str = "CPU latency (median)") -> plt.Figure:
-    """Median latency per model, one panel per batch size."""
+def latency(table: pd.DataFrame, title: str = "CPU latency (median over interleaved rounds)") -> plt.Figure:
+    """Median latency per model, one panel per batch size; the whiskers span the fastest to the slowest round."""
     sizes = sorted(table["batch_size"].unique())
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 3.5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         part = table[table["batch_size"] == size]
-        ax.barh(part["model"], part["median_ms"], color="tab:gray")
+        spread = [part["median_ms"] - part["min_ms"], part["max_ms"] - part["median_ms"]]
+        ax.barh(part["model"], part["median_ms"], xerr=spread, color="tab:gray", ecolor="black", capsize=3)
         ax.set(xlabel="ms per batch", title=f"batch {size}")
     fig.suptitle(title)
     fig.tight_layout()

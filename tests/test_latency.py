@@ -2,13 +2,15 @@
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
 from pruning_utils.compact import compact
 from pruning_utils.counting import count_multiply_adds_masked, count_remaining_parameters
-from pruning_utils.latency import LATENCY_COLUMNS, cpu_model, latency_table
+from pruning_utils.latency import LATENCY_COLUMNS, cpu_model, latency_table, speed_verdict
 from pruning_utils.masks import prune_model
+from pruning_utils.prose import latency_prose
 from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
 
 
@@ -22,6 +24,7 @@ def test_latency_table_columns_and_sizes(trained_tiny):
     assert table[["model", "batch_size"]].values.tolist() == [[m, b] for m in models for b in (1, 8)]
     assert table[["median_ms", "images_per_s", "parameters", "multiply_adds", "file_size_bytes"]].gt(0).all().all()
     assert (table["images_per_s"] * table["median_ms"] / 1000 - table["batch_size"]).abs().max() < 1e-9
+    assert ((table["min_ms"] <= table["median_ms"]) & (table["median_ms"] <= table["max_ms"])).all()
     by_model = table.groupby("model").first()
     for name, model in models.items():
         assert by_model.at[name, "parameters"] == count_remaining_parameters(model)["total"]
@@ -44,12 +47,45 @@ def test_latency_table_rejects_bad_arguments(trained_tiny):
         latency_table({"dense": trained_tiny}, batch_sizes=())
     with pytest.raises(ValueError, match="repeats .*0"):
         latency_table({"dense": trained_tiny}, repeats=0)
+    with pytest.raises(ValueError, match="rounds .*0"):
+        latency_table({"dense": trained_tiny}, rounds=0)
     with pytest.raises(ValueError, match="warmup .*-1"):
         latency_table({"dense": trained_tiny}, warmup=-1)
     with pytest.raises(ValueError, match="threads .*0"):
         latency_table({"dense": trained_tiny}, threads=0)
     with pytest.raises(ValueError, match="at least one model"):
         latency_table({})
+
+
+def test_latency_rounds_interleave_every_model_and_batch(trained_tiny):
+    """Each round times every (model, batch) once, as ``repeats`` back-to-back passes, in an order
+    shuffled per round: a drift of the machine cannot fall on one model alone."""
+    calls = []
+    models = {}
+    for name in ("a", "b"):
+        model = copy.deepcopy(trained_tiny)
+        model.register_forward_pre_hook(lambda module, args, name=name: calls.append((name, args[0].shape[0])))
+        models[name] = model
+    rounds, repeats = 6, 2
+    table = latency_table(models, batch_sizes=(1, 3), repeats=repeats, warmup=1, rounds=rounds, threads=1)
+    configs = [(m, b) for m in models for b in (1, 3)]
+    timed = calls[-rounds * len(configs) * repeats:]  # before them: size counting and warmup passes
+    orders = []
+    for r in range(rounds):
+        chunk = timed[r * len(configs) * repeats:(r + 1) * len(configs) * repeats]
+        order = chunk[::repeats]
+        assert chunk == [c for c in order for _ in range(repeats)]  # one config's passes back to back
+        assert sorted(order) == sorted(configs)  # every config once per round
+        orders.append(order)
+    assert len({tuple(o) for o in orders}) > 1  # shuffled afresh per round
+    assert table[["model", "batch_size"]].values.tolist() == [list(c) for c in configs]
+
+
+def test_speed_verdict_reports_a_difference_only_beyond_the_spread():
+    dense = {"median_ms": 10.0, "min_ms": 9.0, "max_ms": 11.0}
+    assert speed_verdict(dense, {"median_ms": 5.0, "min_ms": 4.0, "max_ms": 6.0}) == (2.0, "faster")
+    assert speed_verdict(dense, {"median_ms": 8.0, "min_ms": 7.0, "max_ms": 9.5})[1] == "within spread"
+    assert speed_verdict(dense, {"median_ms": 20.0, "min_ms": 12.0, "max_ms": 25.0})[1] == "slower"
 
 
 def test_cpu_model_names_the_processor():
@@ -61,3 +97,25 @@ def test_cpu_model_names_the_processor():
         listed = []
     if listed:
         assert name == listed[0]
+
+
+def _latency_rows(masked_ms: tuple[float, float, float]) -> pd.DataFrame:
+    """A latency table of a dense and a masked model (same multiply-adds) and a compacted one."""
+    rows = []
+    for model, (median, low, high), macs in [("dense", (10.0, 9.0, 11.0), 100), ("kernel (masked)", masked_ms, 100),
+                                             ("filter (compacted)", (4.0, 3.5, 4.5), 20)]:
+        for batch in (1, 256):
+            rows.append({"model": model, "batch_size": batch, "median_ms": median, "min_ms": low, "max_ms": high,
+                         "images_per_s": batch / median, "parameters": 1, "multiply_adds": macs,
+                         "masked_multiply_adds": macs // 2, "file_size_bytes": 1000})
+    return pd.DataFrame(rows, columns=LATENCY_COLUMNS)
+
+
+def test_latency_prose_says_which_speed_ups_exceed_the_spread():
+    text = latency_prose(_latency_rows((8.0, 7.0, 9.5)))
+    assert "**kernel (masked)**" in text and "1.25x (batch 1, within the rounds' spread)" in text
+    assert "2.50x (batch 256, faster beyond the rounds' spread)" in text  # the compacted model
+    assert "None of the masked models is faster than the dense model beyond the rounds' spread." in text
+    text = latency_prose(_latency_rows((6.0, 5.5, 6.5)))
+    assert "None of the masked models" not in text
+    assert "computing as much: kernel (masked) at batch 1, kernel (masked) at batch 256" in text
