@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 
-from .artifacts import write_text_atomic
+from .artifacts import spec_for, write_text_atomic
 from .data import SOURCE_ENV_VAR
 from .runs import LOCK_ENV_VAR, RUN_DIR_ENV_VAR, RunBusyError, project_root, resolve_path, resolve_profile_name, run_lock
 
@@ -69,6 +69,29 @@ class _CellOutputOnly(logging.Filter):
                     or not text.strip())
 
 
+def shown_results(run_dir: Path, notebook: str) -> dict[str, tuple[str, str | None]]:
+    """What ``notebook`` can show of the run in ``run_dir``, as of now: every artifact recorded there
+    that this or an earlier notebook makes (:data:`pruning_utils.artifacts.REGISTRY`), as its key
+    and, unless its bytes hold timings, its content's sha256. An unreadable or unknown record counts
+    too. The seeds' runs (``seed-<n>/``) are left out: only notebook 07, the last, shows them."""
+    order = {name: index for index, name in enumerate(NOTEBOOKS)}
+    state = {}
+    for path in sorted((run_dir / "provenance").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            spec = spec_for(record["artifact"])
+            if order.get(spec.notebook, -1) <= order.get(notebook, len(order)):
+                state[path.name] = (record["key"], None if spec.timed else record["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            state[path.name] = ("unreadable or unknown", None)
+    return state
+
+
+def changed_after(shown: dict[str, tuple[str, str | None]], now: dict[str, tuple[str, str | None]]) -> list[str]:
+    """The records in ``shown`` (:func:`shown_results` when a notebook finished) that have since changed or gone."""
+    return [name for name, value in shown.items() if now.get(name) != value]
+
+
 def run_notebooks(
     run_dir: Path,
     parameters: dict,
@@ -76,7 +99,14 @@ def run_notebooks(
     log=print,
     stream: bool = True,
 ) -> list[Path]:
-    """Execute ``notebooks`` in order into ``run_dir/notebooks``, holding the run's lock; return the copies."""
+    """Execute ``notebooks`` in order into ``run_dir/notebooks``, holding the run's lock; return the copies.
+
+    A later notebook may change what an earlier one showed: a model that is not committed is
+    recomputed (keyed) by the first notebook that reads the file, and if it comes out different
+    from its record (another CPU), the results computed from it are dropped and recomputed.
+    Notebooks whose shown results (:func:`shown_results`) changed after they ran are executed once
+    more at the end, without ``force`` (everything is current by then), so no copy shows a result
+    that the run no longer holds."""
     import papermill
 
     notebooks = notebooks or available_notebooks()
@@ -90,25 +120,36 @@ def run_notebooks(
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    executed = []
+
+    def execute(name: str, label: str, params: dict) -> Path:
+        source = notebook_dir() / f"{name}.ipynb"
+        target = out_dir / f"{name}.ipynb"
+        partial = out_dir / f".{name}.partial.ipynb"
+        params = {k: v for k, v in params.items() if k in papermill.inspect_notebook(str(source))}
+        check_parameters(source, params)
+        log(f"[{label}] {name}: running ...")
+        started = time.perf_counter()
+        papermill.execute_notebook(str(source), str(partial), parameters=params, cwd=str(notebook_dir()),
+                                   kernel_name="python3", progress_bar=False, log_output=stream)
+        _relative_papermill_paths(partial, target)
+        os.replace(partial, target)
+        log(f"[{label}] {name}: done in {time.perf_counter() - started:.0f} s")
+        return target
+
+    executed, shown = [], {}
     with run_lock(run_dir):
         held = os.environ.get(LOCK_ENV_VAR)
         os.environ[LOCK_ENV_VAR] = os.pathsep.join(filter(None, [held, str(run_dir.resolve())]))
         try:
             for index, name in enumerate(notebooks, 1):
-                source = notebook_dir() / f"{name}.ipynb"
-                target = out_dir / f"{name}.ipynb"
-                partial = out_dir / f".{name}.partial.ipynb"
-                params = {k: v for k, v in parameters.items() if k in papermill.inspect_notebook(str(source))}
-                check_parameters(source, params)
-                log(f"[{index}/{len(notebooks)}] {name}: running ...")
-                started = time.perf_counter()
-                papermill.execute_notebook(str(source), str(partial), parameters=params, cwd=str(notebook_dir()),
-                                           kernel_name="python3", progress_bar=False, log_output=stream)
-                _relative_papermill_paths(partial, target)
-                os.replace(partial, target)
-                log(f"[{index}/{len(notebooks)}] {name}: done in {time.perf_counter() - started:.0f} s")
-                executed.append(target)
+                executed.append(execute(name, f"{index}/{len(notebooks)}", parameters))
+                shown[name] = shown_results(run_dir, name)
+            changed = {name: changed_after(state, shown_results(run_dir, name)) for name, state in shown.items()}
+            again = {name: names for name, names in changed.items() if names}
+            for index, (name, names) in enumerate(again.items(), 1):
+                log(f"[again {index}/{len(again)}] {name}: {len(names)} of the results it showed changed after it "
+                    f"ran ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); running it again")
+                execute(name, f"again {index}/{len(again)}", {**parameters, "force": False})
         finally:
             if held is None:
                 os.environ.pop(LOCK_ENV_VAR, None)

@@ -2,6 +2,7 @@
 parameters, a report killed mid-training or started into a busy run, the report's appendix, and
 the nbval regression mechanism itself."""
 
+import json
 import os
 import re
 import signal
@@ -13,8 +14,8 @@ import nbformat
 import papermill
 import pytest
 
-from pruning_utils.report import (MULTI_SEED_NOTEBOOKS, NOTEBOOKS, available_notebooks, check_parameters,
-                                  parse_settings, render_html)
+from pruning_utils.report import (MULTI_SEED_NOTEBOOKS, NOTEBOOKS, available_notebooks, changed_after,
+                                  check_parameters, parse_settings, render_html, shown_results)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,33 @@ def test_nbval_references_run_the_same_code_as_the_notebooks():
         assert ref_code == [c.source for c in source.cells if c.cell_type == "code"], (
             f"tests/nbval/{name}.ipynb is stale: run `make nbval-refs`")
         assert ref.metadata["papermill"]["parameters"]["profile"] == "smoke"
+
+
+def test_shown_results_change_only_with_a_key_an_untimed_content_or_a_lost_record(tmp_path):
+    """What makes the report run a notebook again: a result it could show that changed after it ran."""
+    records = tmp_path / "provenance"
+    records.mkdir()
+
+    def write(artifact, key="k1", sha="a" * 64):
+        (records / f"{artifact}.json").write_text(json.dumps({"artifact": artifact, "key": key, "sha256": sha}))
+
+    for artifact in ("finetuned_kernel.pt", "finetune_history_kernel.csv", "results.csv", "latency.csv"):
+        write(artifact)
+    shown = shown_results(tmp_path, "03_prune_finetune")
+    assert set(shown) == {"finetuned_kernel.pt.json", "finetune_history_kernel.csv.json", "results.csv.json"}
+    assert set(shown_results(tmp_path, "06_beyond")) == set(shown) | {"latency.csv.json"}
+    write("finetune_history_kernel.csv", sha="b" * 64)  # timed: its bytes differ on every run
+    write("latency.csv", key="k2")  # made by a later notebook: not shown by 03
+    (records / "dense.pt.json.old").write_text("{}")  # kept aside by a recomputation: not a record
+    write("dense.pt")  # a new record: nothing that was shown changed
+    assert changed_after(shown, shown_results(tmp_path, "03_prune_finetune")) == []
+    write("finetuned_kernel.pt", sha="c" * 64)  # came out different
+    write("finetune_history_kernel.csv", key="k2")
+    (records / "results.csv.json").unlink()  # dropped
+    assert changed_after(shown, shown_results(tmp_path, "03_prune_finetune")) == [
+        "finetune_history_kernel.csv.json", "finetuned_kernel.pt.json", "results.csv.json"]
+    (records / "finetuned_kernel.pt.json").write_text("{not json")
+    assert shown_results(tmp_path, "03_prune_finetune")["finetuned_kernel.pt.json"][0] == "unreadable or unknown"
 
 
 def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):

@@ -95,6 +95,33 @@ def test_force_rewrites_every_artifact(smoke_run, tmp_path):
     assert all(after[name]["key"] == before[name]["key"] for name in after)  # same inputs, recomputed
 
 
+def test_a_notebook_is_run_again_when_a_later_one_changes_what_it_showed(smoke_run, tmp_path):
+    """A model that is not committed is made again by notebook 04; if it comes out different from its record
+    (another CPU), results.csv is dropped and remade, so notebook 03, which showed the old Table 2, runs again."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run_dir)
+    messages = []
+
+    def report(notebooks):
+        messages.clear()
+        return run_notebooks(run_dir, {"profile": "smoke", "run_dir": str(run_dir), "overrides": SMALL},
+                             notebooks, log=messages.append, stream=False)
+
+    report(("03_prune_finetune", "04_weight_dists"))  # nothing changed: each notebook once
+    assert [m for m in messages if m.endswith("running ...")] == [
+        "[1/2] 03_prune_finetune: running ...", "[2/2] 04_weight_dists: running ..."]
+    record_path = run_dir / "provenance" / "finetuned_kernel.pt.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "sha256": "0" * 64}))  # as if made on another CPU
+    (run_dir / "finetuned_kernel.pt").unlink()  # as in a clone
+    executed = report(("03_prune_finetune", "04_weight_dists"))
+    again = [m for m in messages if m.startswith("[again")]
+    assert len(again) == 3 and again[0].startswith("[again 1/1] 03_prune_finetune: ") and "finetuned_kernel.pt" in again[0]
+    assert executed[0].stat().st_mtime_ns > executed[1].stat().st_mtime_ns  # 03 rendered after 04
+    assert "table2  computed" in _step_logs(executed[:1])  # its second run made results.csv again and shows it
+    assert json.loads(record_path.read_text())["sha256"] == record["sha256"]
+
+
 def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     """`make report STORED=1`: every notebook reads the run's current results and writes none; a section whose
     results are not current says so (notebooks 04-06, the models included); on a run without results the first
