@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -40,3 +41,40 @@ def distribution_stats(per_model: dict[str, dict[str, torch.Tensor]]) -> pd.Data
                      "mean_abs": round(float(nz.abs().mean()), 4) if nz.numel() else 0.0,
                      "std": round(float(nz.std()), 4) if nz.numel() > 1 else 0.0})
     return pd.DataFrame(rows)
+
+
+def histograms(per_model: dict[str, dict[str, torch.Tensor]], bins: int = 60) -> list[dict]:
+    """Per model and layer, the histogram of the non-zero values, ``bins`` equal bins from the smallest
+    to the largest as ``numpy.histogram`` draws them: records ``{"model", "layer", "non_zero", "lo",
+    "hi", "counts"}`` in the order given (``lo``/``hi`` None for a layer with no non-zero value). What
+    the figures of notebooks 04 and 05 are drawn from (:func:`by_model`, :func:`histogram_edges`), so
+    they need no model once these are stored."""
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    records = []
+    for name, tensors in per_model.items():
+        for layer, tensor in tensors.items():
+            values = tensor.detach().flatten().double().cpu().numpy()
+            values = values[values != 0]
+            record = {"model": name, "layer": layer, "non_zero": int(len(values)), "lo": None, "hi": None,
+                      "counts": []}
+            if len(values):
+                counts, edges = np.histogram(values, bins=bins)
+                record |= {"lo": float(edges[0]), "hi": float(edges[-1]), "counts": counts.astype(int).tolist()}
+            records.append(record)
+    return records
+
+
+def by_model(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """:func:`histograms`' records as model -> layer -> histogram, in their order."""
+    out: dict[str, dict[str, dict]] = {}
+    for record in records:
+        out.setdefault(record["model"], {})[record["layer"]] = record
+    return out
+
+
+def histogram_edges(hist: dict) -> np.ndarray:
+    """The bin edges of one layer's histogram from :func:`histograms` (empty for an empty layer)."""
+    if hist["lo"] is None:
+        return np.array([])
+    return np.linspace(hist["lo"], hist["hi"], len(hist["counts"]) + 1)

@@ -329,13 +329,15 @@ def stratified_sample(labels: torch.Tensor, per_class: int, seed: int = 0) -> to
 LATENCY_ROUNDS = 7  # interleaved rounds of the latency table (its spread is over these)
 
 
-def latency(run: Run, models: dict[str, nn.Module], keys: dict[str, str], force: bool | None = None) -> pd.DataFrame:
-    """CPU latency table of ``models`` (``latency.csv``), keyed by the models, settings and this CPU."""
+def latency(run: Run, force: bool | None = None) -> pd.DataFrame:
+    """CPU latency table of :func:`speed_models` (``latency.csv``), keyed by the models, settings and
+    this CPU; the models are read only when it is measured."""
     batch_sizes = (1, 256)
-    inputs = {"models": keys, "batch_sizes": batch_sizes, "repeats": run.profile.latency_repeats,
+    inputs = {"models": speed_model_keys(run), "batch_sizes": batch_sizes, "repeats": run.profile.latency_repeats,
               "rounds": LATENCY_ROUNDS, "cpu": cpu_model(), "threads": torch.get_num_threads()}
 
     def compute(key: str) -> None:
+        models = speed_models(run)[0]
         table = latency_table({k: m.cpu() for k, m in models.items()}, batch_sizes=batch_sizes,
                               repeats=run.profile.latency_repeats, rounds=LATENCY_ROUNDS)
         run.save_csv("latency.csv", table)
@@ -344,9 +346,24 @@ def latency(run: Run, models: dict[str, nn.Module], keys: dict[str, str], force:
     return run.load_csv("latency.csv")
 
 
-def compaction_check(run: Run, masked: nn.Module, compacted: nn.Module, per_class: int = 100) -> dict:
-    """:func:`pruning_utils.compact.compaction_error` on a stratified sample of the test split
-    (``per_class`` images of every class, seeded by the run's seed)."""
-    sample = stratified_sample(run.data.test_y, per_class, run.seed)
-    x = to_float(run.data.test_x[sample]).to(next(masked.parameters()).device)
-    return compaction_error(masked, compacted, x) | {"classes": int(run.data.test_y[sample].unique().numel())}
+def compaction_check(run: Run, per_class: int = 100, force: bool | None = None) -> dict:
+    """:func:`pruning_utils.compact.compaction_error` of the fine-tuned filter model against its
+    compacted copy (:func:`speed_models`) on a stratified sample of the test split (``per_class``
+    images of every class, seeded by the run's seed), with the number of classes sampled
+    (``compaction_check.json``); the models are read only when it is computed."""
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+    keys = speed_model_keys(run)
+    inputs = {"masked": keys["filter (masked)"], "compacted": keys["filter (compacted)"], "data": run.data_inputs(),
+              "per_class": per_class, "seed": run.seed}
+
+    def compute(key: str) -> None:
+        models = speed_models(run)[0]
+        masked, compacted = models["filter (masked)"], models["filter (compacted)"]
+        sample = stratified_sample(run.data.test_y, per_class, run.seed)
+        x = to_float(run.data.test_x[sample]).to(next(masked.parameters()).device)
+        check = compaction_error(masked, compacted, x) | {"classes": int(run.data.test_y[sample].unique().numel())}
+        run.save_json("compaction_check.json", check)
+
+    run.step("compaction_check", ["compaction_check.json"], inputs, compute, force)
+    return run.load_json("compaction_check.json")

@@ -1,4 +1,4 @@
-"""Figures of the study. Each function draws from saved artifacts (DataFrames, models) and
+"""Figures of the study. Each function draws from saved artifacts (DataFrames, histograms) and
 returns the matplotlib Figure; :func:`save` writes it under ``figures/`` and :func:`save_and_show`
 also shows it in a notebook.
 """
@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
+from .distributions import histogram_edges  # noqa: E402
 from .model import CONV_NAMES  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -115,38 +116,32 @@ def layer_parameters(counts: Mapping[str, int], title: str = "Parameters per con
     return fig
 
 
-def _nonzero(t: torch.Tensor) -> torch.Tensor:
-    flat = t.detach().float().flatten().cpu()
-    return flat[flat != 0]
-
-
-def layer_histograms(
-    tensors: Mapping[str, torch.Tensor], title: str, bins: int = 60, xlabel: str = "weight"
-) -> plt.Figure:
-    """One histogram per layer of the non-zero values of each tensor (zeros excluded)."""
-    fig, axes = _grid(len(tensors))
-    for ax, (name, tensor) in zip(axes, tensors.items()):
-        values = _nonzero(tensor)
-        if len(values):
-            ax.hist(values.numpy(), bins=bins, histtype="stepfilled", color="tab:blue", alpha=0.8)  # one patch, not one per bin
-        ax.set(title=f"{name} ({len(values):,} non-zero)", xlabel=xlabel)
+def layer_histograms(hists: Mapping[str, dict], title: str, xlabel: str = "weight") -> plt.Figure:
+    """One histogram per layer of the non-zero values (zeros excluded), from one model's
+    :func:`pruning_utils.distributions.histograms` (layer -> histogram)."""
+    fig, axes = _grid(len(hists))
+    for ax, (name, hist) in zip(axes, hists.items()):
+        if hist["non_zero"]:  # one filled step patch, not one per bin
+            ax.stairs(hist["counts"], histogram_edges(hist), fill=True, color="tab:blue", alpha=0.8)
+        ax.set(title=f"{name} ({hist['non_zero']:,} non-zero)", xlabel=xlabel)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 3))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def overlay_histograms(
-    per_model: Mapping[str, Mapping[str, torch.Tensor]], title: str, bins: int = 60, xlabel: str = "weight"
-) -> plt.Figure:
-    """Per layer, the density of non-zero values of every model on one axis (models compared)."""
+def overlay_histograms(per_model: Mapping[str, Mapping[str, dict]], title: str, xlabel: str = "weight") -> plt.Figure:
+    """Per layer, the density of non-zero values of every model on one axis (models compared), from
+    :func:`pruning_utils.distributions.histograms` (model -> layer -> histogram)."""
     layers = list(next(iter(per_model.values())))
     fig, axes = _grid(len(layers), size=(3.6, 2.6))
     for ax, layer in zip(axes, layers):
-        for model_name, tensors in per_model.items():
-            values = _nonzero(tensors[layer])
-            if len(values) > 1:
-                ax.hist(values.numpy(), bins=bins, density=True, histtype="step", label=model_name)
+        for model_name, hists in per_model.items():
+            hist = hists[layer]
+            if hist["non_zero"] > 1:
+                edges = histogram_edges(hist)
+                density = np.asarray(hist["counts"]) / (hist["non_zero"] * np.diff(edges))
+                ax.stairs(density, edges, label=model_name)
         ax.set(title=layer, xlabel=xlabel)
     axes[0].legend(fontsize=6)
     fig.suptitle(title)

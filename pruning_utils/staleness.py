@@ -53,7 +53,7 @@ def _head_check(run: Run) -> None:
 MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own run (notebooks 01-07)
     "head check": _head_check,
     "filter outputs": steps.filter_outputs,
-    "latency": lambda run: experiments.latency(run, {}, experiments.speed_model_keys(run)),
+    "latency": experiments.latency,
     "frontier": experiments.frontier,
     "criteria": experiments.criteria,
     "iterative": experiments.iterative,

@@ -11,12 +11,16 @@ run on its own. Artifacts (see :data:`pruning_utils.artifacts.REGISTRY`):
 - table1: ``sparsities.csv``; prune_finetune: ``pruned_<s>.pt``, ``finetuned_<s>.pt``,
   ``finetune_history_<s>.csv``, ``table2_<s>.json``; table2: ``results.csv``;
   filter_outputs: ``filter_outputs.csv``
-- weight_stats: ``weight_stats.csv``; activation_stats: ``activation_stats_<image>.csv``
+- weight_stats: ``weight_stats.csv``; weight_histograms: ``weight_histograms.json``
+- activation_stats: ``activation_stats_<image>.csv``; activation_histograms:
+  ``activation_histograms_<image>.json``
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import TypeVar
 
 import pandas as pd
 import torch
@@ -25,9 +29,9 @@ from torch import nn
 from .config import ORIGINAL_HEAD, head_of
 from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
-from .distributions import distribution_stats
+from .distributions import by_model, conv_activations, distribution_stats, histograms
 from .evaluation import copy_model, evaluate, train_mode_accuracy
-from .masks import mask_inputs
+from .masks import conv_weights, mask_inputs
 from .model import CONV_NAMES, VGG16, count_multiply_adds
 from .model_files import load_model, save_model
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -36,6 +40,7 @@ from .sensitivity import choose_sparsities, scan_sensitivity
 from .training import train
 
 DENSE_FILES = ["dense.pt", "dense_history.csv", "dense_metrics.json", "layers.csv"]
+T = TypeVar("T")
 SEVEN_MODELS = ("dense",) + tuple(f"{s} {stage}" for s in STRATEGIES for stage in ("pruned", "fine-tuned"))
 
 
@@ -299,50 +304,85 @@ def filter_outputs(run: Run, force: bool | None = None) -> pd.DataFrame:
 
 
 def seven_model_keys(run: Run) -> dict[str, str]:
-    """The keys of the seven models (named as :data:`SEVEN_MODELS`), made or reused; no model file read."""
+    """The keys of the seven models (named as :data:`SEVEN_MODELS`), made or reused; no model file
+    read, and none made where only the files are absent (a clone: their records suffice)."""
     keys = {"dense": dense_key(run)}
     for strategy in STRATEGIES:
-        key = prune_finetune_key(run, strategy)
+        key = prune_finetune_key(run, strategy, needed=[row_file(strategy)])
         keys |= {f"{strategy} {stage}": f"{key}:{stage}" for stage in ("pruned", "fine-tuned")}
     return keys
 
 
 def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """Dense, and each strategy pruned and fine-tuned (keyed as :data:`SEVEN_MODELS`), with their keys."""
+    """Dense, and each strategy pruned and fine-tuned (keyed as :data:`SEVEN_MODELS`), with their keys;
+    a model file that is absent is made again (the models are trained where they are not on disk)."""
     keys = seven_model_keys(run)
     models = {"dense": dense_model(run)[0]}
     for strategy in STRATEGIES:
+        prune_finetune_key(run, strategy)  # every file of the step on disk
         for stage, file in (("pruned", "pruned"), ("fine-tuned", "finetuned")):
             models[f"{strategy} {stage}"] = load_model(run.path(f"{file}_{strategy}.pt"), run.device,
                                                        expect_width=run.profile.width)[0]
     return models, keys
 
 
-def weight_stats(run: Run, weights: dict[str, dict[str, torch.Tensor]], keys: dict[str, str],
-                 force: bool | None = None) -> pd.DataFrame:
-    """Per model: non-zero conv weights, their mean |w| and spread (``weight_stats.csv``), from
-    ``weights`` (model -> :func:`pruning_utils.masks.conv_weights`) of the models named by ``keys``."""
-    def compute(key: str) -> None:
-        run.save_csv("weight_stats.csv", distribution_stats(weights))
-
-    run.step("weight_stats", ["weight_stats.csv"], {"models": keys}, compute, force)
-    return run.load_csv("weight_stats.csv")
+HISTOGRAM_BINS = 60  # bins of every histogram of notebooks 04 and 05
 
 
-def activation_stats(run: Run, activations: dict[str, dict[str, torch.Tensor]], keys: dict[str, str],
-                     image_index: int, force: bool | None = None) -> pd.DataFrame:
-    """Per model: non-zero post-ReLU activations for test image ``image_index``
-    (``activation_stats_<i>.csv``), from ``activations``
-    (model -> :func:`pruning_utils.distributions.conv_activations`)."""
-    test_image(run, image_index)  # checks the index
-    name = f"activation_stats_{image_index}.csv"
+def _once(make: Callable[[], T]) -> Callable[[], T]:
+    """``make()`` on the first call, the same value after: what a step computes from is made only
+    if some step computes."""
+    made: list[T] = []
 
-    def compute(key: str) -> None:
-        run.save_csv(name, distribution_stats(activations))
+    def get() -> T:
+        if not made:
+            made.append(make())
+        return made[0]
 
+    return get
+
+
+def weight_distributions(run: Run, force: bool | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, dict]]]:
+    """Notebook 04's steps on the seven models' conv weights: per model, the non-zero weights, their
+    mean |w| and spread (``weight_stats.csv``), and per model and layer the histogram of the non-zero
+    weights (``weight_histograms.json``, drawn as model -> layer -> histogram by
+    :func:`pruning_utils.distributions.by_model`). The models are read only when a step computes,
+    so a clone with Table 2's records and without its model files reuses both."""
+    keys = seven_model_keys(run)
+    weights = _once(lambda: {name: conv_weights(m) for name, m in seven_models(run)[0].items()})
+
+    def stats(key: str) -> None:
+        run.save_csv("weight_stats.csv", distribution_stats(weights()))
+
+    def hists(key: str) -> None:
+        run.save_json("weight_histograms.json", {"histograms": histograms(weights(), HISTOGRAM_BINS)})
+
+    run.step("weight_stats", ["weight_stats.csv"], {"models": keys}, stats, force)
+    run.step("weight_histograms", ["weight_histograms.json"], {"models": keys, "bins": HISTOGRAM_BINS}, hists, force)
+    return run.load_csv("weight_stats.csv"), by_model(run.load_json("weight_histograms.json")["histograms"])
+
+
+def activation_distributions(run: Run, image_index: int,
+                             force: bool | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, dict]]]:
+    """Notebook 05's steps on the seven models' post-ReLU activations for test image ``image_index``:
+    per model, the non-zero activations, their mean and spread (``activation_stats_<i>.csv``), and per
+    model and layer their histogram (``activation_histograms_<i>.json``); models read only when a
+    step computes (:func:`weight_distributions`)."""
+    image = test_image(run, image_index)[0]  # checks the index
+    keys = seven_model_keys(run)
     inputs = {"models": keys, "data": run.data_inputs(), "image_index": image_index}
-    run.step("activation_stats", [name], inputs, compute, force, f"image {image_index}")
-    return run.load_csv(name)
+    acts = _once(lambda: {name: conv_activations(m, image) for name, m in seven_models(run)[0].items()})
+    stats_file, hists_file = f"activation_stats_{image_index}.csv", f"activation_histograms_{image_index}.json"
+
+    def stats(key: str) -> None:
+        run.save_csv(stats_file, distribution_stats(acts()))
+
+    def hists(key: str) -> None:
+        run.save_json(hists_file, {"histograms": histograms(acts(), HISTOGRAM_BINS)})
+
+    run.step("activation_stats", [stats_file], inputs, stats, force, f"image {image_index}")
+    run.step("activation_histograms", [hists_file], inputs | {"bins": HISTOGRAM_BINS}, hists, force, f"image {image_index}")
+    return run.load_csv(stats_file), by_model(run.load_json(hists_file)["histograms"])
 
 
 def test_image(run: Run, index: int) -> tuple[torch.Tensor, str]:

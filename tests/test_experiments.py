@@ -462,11 +462,16 @@ def test_speed_models_and_latency_driver(run, monkeypatch):
     masked, compacted = models["filter (masked)"], models["filter (compacted)"]
     assert sum(c.out_channels for c in conv_layers(compacted).values()) < sum(
         c.out_channels for c in conv_layers(masked).values())
-    check = experiments.compaction_check(run, masked, compacted, per_class=5)
+    check = experiments.compaction_check(run, per_class=5)
     assert check["images"] == 50 and check["classes"] == 10 and check["same_predictions"]
     assert check["max_abs_logit_difference"] < 1e-4
-    table = experiments.latency(run, models, keys)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="per_class must be a positive integer"):
+            experiments.compaction_check(run, per_class=bad)
+    table = experiments.latency(run)
     assert list(table.columns) == LATENCY_COLUMNS
     assert table[["model", "batch_size"]].values.tolist() == [[m, b] for m in models for b in (1, 256)]
     _forbid_work(monkeypatch)
-    pd.testing.assert_frame_equal(experiments.latency(reopen(), models, keys), table)
+    monkeypatch.setattr(experiments, "speed_models", None)  # stored: no model is read
+    pd.testing.assert_frame_equal(experiments.latency(reopen()), table)
+    assert experiments.compaction_check(reopen(), per_class=5) == check

@@ -73,7 +73,7 @@ def test_a_changed_finetuning_setting_recomputes_what_depends_on_it_and_says_wha
     executed = _report(copy, ("02_sensitivity", "03_prune_finetune", "06_beyond"), overrides={"finetune_lr": 0.002})
     after = _records(copy)
     changed = {name for name in after if after[name]["key"] != before[name]["key"]}
-    depends = {"results.csv", "latency.csv", "frontier.csv", "criteria.csv", "iterative.csv"} | {
+    depends = {"results.csv", "compaction_check.json", "latency.csv", "frontier.csv", "criteria.csv", "iterative.csv"} | {
         f"{k}_{s}.{e}" for s in STRATEGIES for k, e in (
                    ("pruned", "pt"), ("finetuned", "pt"), ("finetune_history", "csv"), ("table2", "json"))}
     assert changed == depends
@@ -96,8 +96,9 @@ def test_force_rewrites_every_artifact(smoke_run, tmp_path):
 
 
 def test_a_notebook_is_run_again_when_a_later_one_changes_what_it_showed(smoke_run, tmp_path):
-    """A model that is not committed is made again by notebook 04; if it comes out different from its record
-    (another CPU), results.csv is dropped and remade, so notebook 03, which showed the old Table 2, runs again."""
+    """A model that is not committed is made again by notebook 04 when a result drawn from it is not current; if
+    it comes out different from its record (another CPU), results.csv is dropped and remade, so notebook 03, which
+    showed the old Table 2, runs again."""
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir)
     messages = []
@@ -114,6 +115,7 @@ def test_a_notebook_is_run_again_when_a_later_one_changes_what_it_showed(smoke_r
     record = json.loads(record_path.read_text())
     record_path.write_text(json.dumps({**record, "sha256": "0" * 64}))  # as if made on another CPU
     (run_dir / "finetuned_kernel.pt").unlink()  # as in a clone
+    (run_dir / "provenance" / "weight_histograms.json.json").unlink()  # a result of 04 not current: it reads the models
     executed = report(("03_prune_finetune", "04_weight_dists"))
     again = [m for m in messages if m.startswith("[again")]
     assert len(again) == 3 and again[0].startswith("[again 1/1] 03_prune_finetune: ") and "finetuned_kernel.pt" in again[0]
@@ -124,8 +126,8 @@ def test_a_notebook_is_run_again_when_a_later_one_changes_what_it_showed(smoke_r
 
 def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     """`make report STORED=1`: every notebook reads the run's current results and writes none; a section whose
-    results are not current says so (notebooks 04-06, the models included); on a run without results the first
-    notebook fails, naming the missing step."""
+    results are not current says so; one drawn from models that are absent but whose results are current is shown
+    (a clone); on a run without results the first notebook fails, naming the missing step."""
     run_dir = tmp_path / "run"  # a copy: the shared run's executed notebooks stay those of the computing report
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("notebooks", ".lock"))
 
@@ -134,7 +136,7 @@ def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
                 and not {"notebooks", "figures"} & set(p.relative_to(run_dir).parts) and not p.name.startswith(".")}
 
     (run_dir / "frontier.csv").unlink()  # a section of notebook 06 that is not current: said, and the rest shown
-    (run_dir / "finetuned_kernel.pt").unlink()  # a model of notebooks 04-06 (never committed): said, no failure
+    (run_dir / "finetuned_kernel.pt").unlink()  # a model of notebooks 04-06 (not in a clone): not needed
     before = artifacts()
     executed = _report(run_dir, compute=False)
     logs = _step_logs(executed)
@@ -142,11 +144,10 @@ def test_a_stored_only_report_computes_nothing(smoke_run, tmp_path):
     assert artifacts() == before  # nothing rewritten, nothing added (neither file made again)
     text = {path.stem: json.dumps(nbformat.read(path, 4).cells) for path in executed}
     assert list(text) == list(STUDY) and not any("Traceback" in t for t in text.values())
-    assert not any("Not computed yet" in text[name] for name in STUDY[:3])  # 01-03 need neither file
-    for name in STUDY[3:]:
-        assert "Not computed yet for seed 0" in text[name] and "finetuned_kernel.pt" in text[name], name
+    assert not any("Not computed yet" in text[name] for name in STUDY[:5])  # 04-05 drawn from their stored results
     assert "frontier: 0 of" in text["06_beyond"] and "missing frontier.csv" in text["06_beyond"]
-    assert text["06_beyond"].count("Not computed yet") == 2  # the models and the frontier; criteria, iterative shown
+    assert text["06_beyond"].count("Not computed yet") == 1  # the frontier; speed, criteria, iterative shown
+    assert re.search(r"latency +reused", logs) and re.search(r"compaction_check +reused", logs)
     with pytest.raises(papermill.PapermillExecutionError, match="NotComputed") as failure:
         _report(tmp_path / "empty", notebooks=("01_train",), compute=False)
     assert "dense: missing" in str(failure.value)

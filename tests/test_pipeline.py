@@ -10,7 +10,6 @@ import torch
 
 from pruning_utils import experiments, staleness, steps
 from pruning_utils.artifacts import REGISTRY, ArtifactError, spec_for
-from pruning_utils.masks import conv_weights
 from pruning_utils.runs import open_run
 from pruning_utils.training import CheckpointError
 
@@ -243,8 +242,7 @@ def test_a_clone_retrains_the_models_the_same_and_keeps_what_was_computed_from_t
 
 def test_a_model_that_comes_out_different_drops_what_was_computed_from_it(run_dir, monkeypatch):
     run = _open(run_dir)
-    models, keys = steps.seven_models(run)
-    steps.weight_stats(run, {n: conv_weights(m) for n, m in models.items()}, keys)
+    steps.weight_distributions(run)
     _without_models(run_dir)
     monkeypatch.setattr(steps, "recover", _nudged(steps.recover))
     run = _open(run_dir)
@@ -254,10 +252,43 @@ def test_a_model_that_comes_out_different_drops_what_was_computed_from_it(run_di
     assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
     assert "finetuned_filter.pt came out different" in why["prune_finetune (filter)"]
     assert "pruned_filter.pt came" not in why["prune_finetune (filter)"]  # pruning alone is reproduced exactly
-    assert "2 results computed from it were dropped" in why["prune_finetune (filter)"]
+    assert "3 results computed from it were dropped" in why["prune_finetune (filter)"]
     assert status["table2"] == "computed" and why["table2"] == "missing results.csv"  # dropped, then remade
-    assert not (run_dir / "provenance" / "weight_stats.csv.json").exists()  # it read the old models
+    for name in ("weight_stats.csv", "weight_histograms.json"):  # they read the old models
+        assert not (run_dir / "provenance" / f"{name}.json").exists()
     assert results.equals(pd.DataFrame([run.load_json(f"table2_{s}.json") for s in steps.STRATEGIES]))
+
+
+def test_a_clone_shows_notebooks_04_to_06_from_stored_results_without_reading_or_training_a_model(run_dir, monkeypatch):
+    run = _open(run_dir)
+    weights, activations = steps.weight_distributions(run), steps.activation_distributions(run, 3)
+    check, speed = experiments.compaction_check(run, per_class=2), experiments.latency(run)
+    for strategy in steps.STRATEGIES:
+        _without_models(run_dir, strategy)
+    before = _bytes(run_dir)
+    monkeypatch.setattr(steps, "recover", None)  # nothing may train
+    monkeypatch.setattr(steps, "load_model", None)  # nor read a model file, the dense model's included
+    run = _open(run_dir)
+    for got, stored in ((steps.weight_distributions(run), weights), (steps.activation_distributions(run, 3), activations)):
+        assert got[0].equals(stored[0]) and got[1] == stored[1]
+    assert experiments.compaction_check(run, per_class=2) == check
+    pd.testing.assert_frame_equal(experiments.latency(run), speed)
+    assert set(_status(run).values()) == {"reused"}
+    assert _bytes(run_dir) == before
+
+
+def test_a_histogram_not_current_in_a_clone_remakes_the_models_and_comes_out_the_same(run_dir):
+    run = _open(run_dir)
+    stats, hists = steps.weight_distributions(run)
+    _without_models(run_dir)
+    (run_dir / "provenance" / "weight_histograms.json.json").unlink()
+    run = _open(run_dir)
+    again = steps.weight_distributions(run)
+    assert again[1] == hists and again[0].equals(stats)
+    status = _status(run)
+    assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
+    assert status["weight_histograms"] == "computed" and status["weight_stats"] == "reused"
+    assert (run_dir / "finetuned_filter.pt").exists()
 
 
 def test_a_recomputation_killed_halfway_still_knows_the_content_it_replaces(run_dir, monkeypatch):
