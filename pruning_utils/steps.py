@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import TypeVar
+from functools import cache
 
 import pandas as pd
 import torch
@@ -40,7 +40,6 @@ from .sensitivity import choose_sparsities, scan_sensitivity
 from .training import train
 
 DENSE_FILES = ["dense.pt", "dense_history.csv", "dense_metrics.json", "layers.csv"]
-T = TypeVar("T")
 SEVEN_MODELS = ("dense",) + tuple(f"{s} {stage}" for s in STRATEGIES for stage in ("pruned", "fine-tuned"))
 
 
@@ -329,17 +328,25 @@ def seven_models(run: Run) -> tuple[dict[str, nn.Module], dict[str, str]]:
 HISTOGRAM_BINS = 60  # bins of every histogram of notebooks 04 and 05
 
 
-def _once(make: Callable[[], T]) -> Callable[[], T]:
-    """``make()`` on the first call, the same value after: what a step computes from is made only
-    if some step computes."""
-    made: list[T] = []
+def _stats_and_histograms(run: Run, kind: str, values: Callable[[], dict[str, dict[str, torch.Tensor]]],
+                          inputs: dict, suffix: str = "", label: str | None = None,
+                          force: bool | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, dict]]]:
+    """The two steps of notebook 04 (``kind`` weight) or 05 (activation): ``<kind>_stats<suffix>.csv``
+    (:func:`pruning_utils.distributions.distribution_stats`) and ``<kind>_histograms<suffix>.json``
+    (:func:`pruning_utils.distributions.histograms`, read back as model -> layer -> histogram).
+    ``values`` (model -> layer -> tensor) is called at most once, and only if a step computes."""
+    values = cache(values)
+    stats_file, hists_file = f"{kind}_stats{suffix}.csv", f"{kind}_histograms{suffix}.json"
 
-    def get() -> T:
-        if not made:
-            made.append(make())
-        return made[0]
+    def stats(key: str) -> None:
+        run.save_csv(stats_file, distribution_stats(values()))
 
-    return get
+    def hists(key: str) -> None:
+        run.save_json(hists_file, {"histograms": histograms(values(), HISTOGRAM_BINS)})
+
+    run.step(f"{kind}_stats", [stats_file], inputs, stats, force, label)
+    run.step(f"{kind}_histograms", [hists_file], inputs | {"bins": HISTOGRAM_BINS}, hists, force, label)
+    return run.load_csv(stats_file), by_model(run.load_json(hists_file)["histograms"])
 
 
 def weight_distributions(run: Run, force: bool | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, dict]]]:
@@ -348,18 +355,9 @@ def weight_distributions(run: Run, force: bool | None = None) -> tuple[pd.DataFr
     weights (``weight_histograms.json``, drawn as model -> layer -> histogram by
     :func:`pruning_utils.distributions.by_model`). The models are read only when a step computes,
     so a clone with Table 2's records and without its model files reuses both."""
-    keys = seven_model_keys(run)
-    weights = _once(lambda: {name: conv_weights(m) for name, m in seven_models(run)[0].items()})
-
-    def stats(key: str) -> None:
-        run.save_csv("weight_stats.csv", distribution_stats(weights()))
-
-    def hists(key: str) -> None:
-        run.save_json("weight_histograms.json", {"histograms": histograms(weights(), HISTOGRAM_BINS)})
-
-    run.step("weight_stats", ["weight_stats.csv"], {"models": keys}, stats, force)
-    run.step("weight_histograms", ["weight_histograms.json"], {"models": keys, "bins": HISTOGRAM_BINS}, hists, force)
-    return run.load_csv("weight_stats.csv"), by_model(run.load_json("weight_histograms.json")["histograms"])
+    return _stats_and_histograms(
+        run, "weight", lambda: {name: conv_weights(m) for name, m in seven_models(run)[0].items()},
+        {"models": seven_model_keys(run)}, force=force)
 
 
 def activation_distributions(run: Run, image_index: int,
@@ -369,20 +367,10 @@ def activation_distributions(run: Run, image_index: int,
     model and layer their histogram (``activation_histograms_<i>.json``); models read only when a
     step computes (:func:`weight_distributions`)."""
     image = test_image(run, image_index)[0]  # checks the index
-    keys = seven_model_keys(run)
-    inputs = {"models": keys, "data": run.data_inputs(), "image_index": image_index}
-    acts = _once(lambda: {name: conv_activations(m, image) for name, m in seven_models(run)[0].items()})
-    stats_file, hists_file = f"activation_stats_{image_index}.csv", f"activation_histograms_{image_index}.json"
-
-    def stats(key: str) -> None:
-        run.save_csv(stats_file, distribution_stats(acts()))
-
-    def hists(key: str) -> None:
-        run.save_json(hists_file, {"histograms": histograms(acts(), HISTOGRAM_BINS)})
-
-    run.step("activation_stats", [stats_file], inputs, stats, force, f"image {image_index}")
-    run.step("activation_histograms", [hists_file], inputs | {"bins": HISTOGRAM_BINS}, hists, force, f"image {image_index}")
-    return run.load_csv(stats_file), by_model(run.load_json(hists_file)["histograms"])
+    inputs = {"models": seven_model_keys(run), "data": run.data_inputs(), "image_index": image_index}
+    return _stats_and_histograms(
+        run, "activation", lambda: {name: conv_activations(m, image) for name, m in seven_models(run)[0].items()},
+        inputs, f"_{image_index}", f"image {image_index}", force)
 
 
 def test_image(run: Run, index: int) -> tuple[torch.Tensor, str]:
