@@ -16,6 +16,9 @@ DATA ?= $(if $(PRUNING_DATA_SOURCE),$(PRUNING_DATA_SOURCE),$(if $(wildcard $(SHA
 PROFILE ?=
 NBVAL_RUN_DIR := data/runs/nbval
 export PRUNING_DATA_SOURCE := $(DATA)
+# This checkout's package first on every Python's path (tests, nbval's and papermill's kernels, benchmarks): the
+# virtualenv's editable install may point at another checkout that shares it.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: env report test unit nbval nbval-other-kernels nbval-refs benchmarks clean
 

@@ -66,7 +66,7 @@ from torch import nn
 
 from pruning_utils.compact import compact
 from pruning_utils.counting import count_multiply_adds_masked
-from pruning_utils.evaluation import copy_model
+from pruning_utils.masks import copy_model
 from pruning_utils.latency import cpu_model, speed_verdict
 from pruning_utils.masks import make_permanent, prune_model
 from pruning_utils.model import VGG16, count_multiply_adds, count_parameters

@@ -6,8 +6,9 @@ masks to a model), ``counting`` (what is left), ``evaluation`` and ``training``,
 ``recovery`` (prune, measure, recalibrate, fine-tune), ``sensitivity`` (per-layer scans),
 ``allocation`` (budgets over layers), ``compact`` and ``latency`` (real speed), ``artifacts``
 and ``runs`` (keyed results, run directories), ``steps`` and ``experiments`` (the notebooks'
-steps), ``distributions``, ``tables``, ``prose`` and ``plots`` (what the notebooks show),
-``model_files``, ``report``, ``summary`` and ``original`` (the original report's numbers).
+steps), ``distributions``, ``tables`` and ``plots`` (what the notebooks show), ``model_files``,
+``report`` (papermill runner, HTML), ``staleness`` (which stored results this code would not
+reuse) and ``original`` (the original report's numbers).
 """
 
 __version__ = "0.2.0"

@@ -8,12 +8,15 @@ artifact, ``provenance/<artifact>.json`` records that key, the inputs it was com
 artifact's sha256 and where it came from (code version, data, profile, seed, precision, device,
 CPU, torch version, time, seconds).
 
-An artifact is reused only when its record names the key asked for and its content still has
-the recorded sha256 (:meth:`Store.is_fresh`). A missing file or record, or another key, means
-recompute; a file whose content no longer matches its record is *damaged*
-(:class:`ArtifactError`, naming the file and the way out: ``force`` or delete it). Records are
-written only after every artifact of the step is on disk and removed before a step rewrites its
-files, so a step killed halfway leaves nothing that counts as done.
+A record also names the content the step read (``read``: the sha256 of every artifact recorded
+under an upstream key its inputs name, timing logs aside; :meth:`Store.read`). An artifact is
+reused only when its record names the key asked for, its content still has the recorded sha256
+(:meth:`Store.is_fresh`) and what it read is still the content recorded upstream. A missing file or
+record, another key, or upstream content that changed under the same key (a dense model retrained
+on another machine) means recompute; a file whose content no longer matches its record is
+*damaged* (:class:`ArtifactError`, naming the file and the way out: ``force`` or delete it). Records
+are written only after every artifact of the step is on disk and removed before a step rewrites
+its files, so a step killed halfway leaves nothing that counts as done.
 
 The code itself enters a key through :data:`STEP_VERSIONS`: bump a step's number when what it
 computes changes (the code version is recorded in every artifact's provenance, not keyed, so an
@@ -24,8 +27,11 @@ step that makes it and the notebook that runs that step.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,8 @@ from pathlib import Path
 import pandas as pd
 
 from .data.keys import sha256_file
+
+MIGRATE = "python -m pruning_utils.artifacts --migrate RUN_DIR"  # brings an older run directory to this format
 
 # Bump a step's version when the computation behind its artifacts changes.
 STEP_VERSIONS: dict[str, int] = {
@@ -69,8 +77,8 @@ class ArtifactSpec:
     pattern: str  # file name inside the run directory; {strategy} / {image} are filled in
     step: str
     notebook: str
-    # holds wall-clock times, so its bytes differ on every computation; whether a recomputed step
-    # came out different is judged by its other artifacts (see pruning_utils.runs.Run.step)
+    # holds wall-clock times, so its bytes differ on every computation; what a step read is judged
+    # by the other artifacts of its upstream steps (Store.read)
     timed: bool = False
 
 
@@ -126,12 +134,16 @@ def canonical(obj: object) -> object:
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
+def digest(obj: object) -> str:
+    """16 hex digits of the sha256 of ``obj`` as JSON (its dicts' keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def step_key(step: str, inputs: dict) -> str:
     """Key of a step's result: sha256 of its name, version and canonical inputs (16 hex digits)."""
     if step not in STEP_VERSIONS:
         raise KeyError(f"unknown step {step!r}; steps: {', '.join(STEP_VERSIONS)}")
-    text = json.dumps({"step": step, "version": STEP_VERSIONS[step], "inputs": canonical(inputs)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest({"step": step, "version": STEP_VERSIONS[step], "inputs": canonical(inputs)})
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -189,7 +201,8 @@ class Store:
         return record
 
     def status(self, names: list[str], key: str, inputs: dict, needed: list[str] | None = None) -> str:
-        """``fresh``, or why the step must run: ``missing``, ``inputs changed: a, b``.
+        """``fresh``, or why the step must run: ``missing``, ``inputs changed: a, b``, ``computed from
+        another dense.pt``.
 
         ``needed`` (default: all of ``names``) are the artifacts the caller will read: each of
         ``names`` must have a record with ``key``, but only the needed ones must also be on disk. A
@@ -208,59 +221,42 @@ class Store:
                     f"{path} is damaged or was changed after it was written (its sha256 differs from "
                     f"{self.record_path(name)}); delete it, or rerun with force=True (FORCE=1), to recompute it"
                 )
+            if "read" not in record:
+                return f"the record of {name} names no content read (older format: {MIGRATE})"
+            for source, sha in record["read"].items():
+                if (self.record(source) or {}).get("sha256") != sha:
+                    return f"computed from another {source}"
         return "fresh"
 
     def is_fresh(self, names: list[str], key: str, inputs: dict) -> bool:
         return self.status(names, key, inputs) == "fresh"
 
-    def invalidate(self, names: list[str], keep_old: bool = False) -> None:
-        """Remove the records of ``names`` (before their files are rewritten). ``keep_old`` moves each
-        to ``<record>.old`` instead, so that what the old content was survives a kill of the
-        recomputation (:meth:`recorded_sha256`); :meth:`commit` removes it."""
+    def invalidate(self, names: list[str]) -> None:
+        """Remove the records of ``names`` (before their files are rewritten)."""
         for name in names:
-            path = self.record_path(name)
-            if keep_old and path.exists():
-                os.replace(path, path.with_name(path.name + ".old"))
-            else:
-                path.unlink(missing_ok=True)
+            self.record_path(name).unlink(missing_ok=True)
 
-    def commit(self, names: list[str], key: str, step: str, inputs: dict, extra: dict | None = None) -> None:
-        """Write the records of ``names``, whose files are complete on disk."""
+    def commit(self, names: list[str], key: str, step: str, inputs: dict, extra: dict | None = None,
+               reads: tuple[str, ...] = ()) -> None:
+        """Write the records of ``names``, whose files are complete on disk, with what they read (:meth:`read`)."""
+        read = self.read(inputs, reads)
         for name in names:
             path = self.root / name
             if not path.exists():
                 raise ArtifactError(f"step {step!r} did not write {path}")
             record = {"artifact": name, "step": step, "step_version": STEP_VERSIONS[step], "key": key,
-                      "sha256": sha256_file(path), "inputs": canonical(inputs), **self.context, **(extra or {})}
+                      "sha256": sha256_file(path), "inputs": canonical(inputs), "read": read, **self.context,
+                      **(extra or {})}
             write_text_atomic(self.record_path(name), json.dumps(record, indent=1, sort_keys=True) + "\n")
-            self.record_path(name).with_name(f"{name}.json.old").unlink(missing_ok=True)
 
-    def recorded_sha256(self, names: list[str], key: str) -> dict[str, str]:
-        """The recorded sha256 of each of ``names`` whose record, or the record an unfinished
-        recomputation set aside (``<record>.old``), carries ``key``: the content that results
-        downstream were computed from, whether or not the file is still there."""
-        found = {}
-        for name in names:
-            for path in (self.record_path(name), self.record_path(name).with_name(f"{name}.json.old")):
-                try:
-                    record = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue
-                if isinstance(record, dict) and record.get("key") == key and "sha256" in record:
-                    found[name] = record["sha256"]
-                    break
-        return found
-
-    def dependents(self, keys: set[str]) -> dict[str, dict]:
-        """The records that read any of ``keys``, directly or through each other (an input naming a
-        key, or a key with a suffix such as ``<key>:fine-tuned``), keyed by artifact name."""
-        records, found, frontier = self.records(), {}, set(keys)
-        while frontier:
-            readers = {name: r for name, r in records.items()
-                       if name not in found and _names_a_key(r.get("inputs", {}), frontier)}
-            found |= readers
-            frontier = {r["key"] for r in readers.values()}
-        return found
+    def read(self, inputs: dict, reads: tuple[str, ...] = ()) -> dict[str, str]:
+        """The content a step with ``inputs`` reads, as now recorded: the sha256 of each artifact whose
+        record carries a key that ``inputs`` name (alone or as ``<key>:<suffix>``) or ``reads`` adds
+        (a key hidden inside a hash, as the dense model's in the experiments' point keys), timing logs
+        (:attr:`ArtifactSpec.timed`) aside, whose bytes differ on every computation."""
+        keys = set(reads) | _keys_in(canonical(inputs))
+        return {name: r["sha256"] for name, r in self.records().items()
+                if r["key"] in keys and not spec_for(name).timed}
 
     def records(self) -> dict[str, dict]:
         """Every readable record of the run, keyed by artifact name."""
@@ -273,13 +269,69 @@ class Store:
         return out
 
 
-def _names_a_key(value: object, keys: set[str]) -> bool:
-    """Whether a (canonical) input value holds one of ``keys``, alone or followed by ``:suffix``."""
+def _keys_in(value: object) -> set[str]:
+    """Every string of a (canonical) input value, each cut at its first ``:``: the keys it may name."""
     if isinstance(value, dict):
-        return any(_names_a_key(v, keys) for v in value.values())
+        value = list(value.values())
     if isinstance(value, list):
-        return any(_names_a_key(v, keys) for v in value)
-    return isinstance(value, str) and value.split(":", 1)[0] in keys
+        return set().union(*map(_keys_in, value))
+    return {value.split(":", 1)[0]} if isinstance(value, str) else set()
+
+
+def content_digest(read: dict[str, str]) -> str:
+    """:func:`digest` of the content ``read`` (:meth:`Store.read`); empty where nothing was read."""
+    return digest(read) if read else ""
+
+
+# A point cache (pruning_utils.experiments.PointCache) is a CSV whose rows each carry ``_read``, the
+# content_digest of what its point was computed from, and ``_sha256``, a digest of its own cells.
+
+
+def read_cells(text: str) -> pd.DataFrame:
+    """A point cache's CSV text as its cells' strings (empty where blank), with ``_read`` and ``_sha256``."""
+    cells = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    return cells.assign(**{c: cells.get(c, "") for c in ("_read", "_sha256")})
+
+
+def signed(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with each row's ``_sha256``: the :func:`digest` of its non-empty cells but that one (so
+    that a column added by later rows, empty in this one, leaves it be)."""
+    rows = cells.to_dict("records")
+    return cells.assign(_sha256=[digest({k: v for k, v in r.items() if k != "_sha256" and v != ""}) for r in rows])
+
+
+def migrate(run_dir: Path) -> list[Path]:
+    """Bring a run directory written before records named what they read (2026-12) to this format,
+    without changing a key or an artifact: each record without ``read`` gets the content its inputs
+    name as now recorded (:meth:`Store.read`; an experiment table also reads the dense model, its
+    key hidden in its points' keys), except a record naming a key that no record carries (it is
+    then stale: left as it is, so it is recomputed when asked); each row of a point cache that
+    belongs to its table's current points gets that table's ``_read`` and its ``_sha256`` (other
+    rows stay unsigned: never reused, recomputed if asked). Deterministic and idempotent (a run
+    already migrated is left alone). Returns the files changed."""
+    store, changed = Store(Path(run_dir), {}), []
+    records = store.records()
+    recorded = {r["key"] for r in records.values()}
+    dense = records.get("dense.pt", {}).get("key")
+    for name, record in records.items():
+        pointwise = "points" in record["inputs"]
+        named = _keys_in({k: v for k, v in record["inputs"].items() if k != "points"})
+        if "read" in record or {k for k in named if re.fullmatch("[0-9a-f]{16}", k)} - recorded:
+            continue
+        record["read"] = store.read(record["inputs"], (dense,) if pointwise and dense else ())
+        write_text_atomic(store.record_path(name), json.dumps(record, indent=1, sort_keys=True) + "\n")
+        changed.append(store.record_path(name))
+    for path in sorted((Path(run_dir) / "points").glob("*.csv")):
+        table = store.record(path.name)
+        cells = read_cells(path.read_text())
+        if table is None or "read" not in table or (cells["_sha256"] != "").any():
+            continue
+        mine = cells["point"].isin(table["inputs"]["points"])
+        cells.loc[mine, "_read"] = content_digest(table["read"])
+        cells.loc[mine, "_sha256"] = signed(cells[mine])["_sha256"]
+        write_text_atomic(path, cells.to_csv(index=False))
+        changed.append(path)
+    return changed
 
 
 def machine_label(record: dict) -> str:
@@ -311,3 +363,10 @@ def recorded_steps(run_dir: Path) -> pd.DataFrame:
     columns = ["step", "key", "artifact", "notebook", "seconds", "lower_bound", "machines", "cpu", "device", "gpu",
                "code_version", "created"]
     return pd.DataFrame(rows, columns=columns).drop_duplicates(["step", "key"]).reset_index(drop=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--migrate"] or len(sys.argv) < 3:
+        sys.exit(f"usage: {MIGRATE} ... (see pruning_utils.artifacts.migrate)")
+    for run_dir in [d for a in sys.argv[2:] for d in (Path(a), *sorted(Path(a).glob("seed-*")))]:  # a study's seeds too
+        print(*migrate(run_dir) or [f"{run_dir}: nothing to migrate"], sep="\n")

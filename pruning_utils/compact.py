@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .evaluation import copy_model
+from .masks import copy_model
 from .masks import make_permanent
 from .model import VGG16, batchnorm_after, conv_layers
 

@@ -1,36 +1,114 @@
-"""Magnitude criteria: a conv weight in, a keep-mask out. Pure functions, no model involved.
+"""Pruning criteria: a conv weight in, a keep-mask out. Pure functions, no model involved.
 
-A *criterion* is ``weight -> BoolTensor mask`` (True = kept), as ``compute_mask`` in
-``torch.nn.utils.prune``. Applying masks to a model lives in :mod:`pruning_utils.masks`.
+A *criterion* scores pruning units; :func:`make_mask` turns the scores into a keep-mask (True =
+kept), as ``compute_mask`` in ``torch.nn.utils.prune``; :mod:`pruning_utils.masks` applies masks.
+Granularities: ``fine-grained`` (unit = one weight ``w``), ``kernel`` (one k x k kernel ``W[o, i]``),
+``filter`` (one output filter ``W[o]``); ``sparsity = #removed units / #units``, and
+``round(sparsity * #units)`` units with the smallest scores are removed, ties by position (the lower
+flat index first), so masks are deterministic. A sparsity that removes every unit is refused.
 
-Granularities (``sparsity = #removed units / #units``; ``round(sparsity * #units)`` are removed):
+Criteria (:data:`CRITERIA`, in the order the study compares them), the score of a unit ``u``:
+``L2`` ``||vec(W_u)||_2`` (the original's), ``L1`` ``||vec(W_u)||_1`` (both ``|w|`` for one weight),
+``random`` uniform noise from the seeded ``context.generator`` (does magnitude matter at all?),
+``Taylor`` ``context.importance`` summed over ``u``: the first-order Taylor estimate ``|w * dL/dw|``
+summed over batches (:mod:`pruning_utils.importance`), the loss-aware alternative.
 
-- ``fine-grained``: unit = one weight, score ``|w|``.
-- ``kernel``: unit = one k x k kernel ``W[o, i]``, score ``||W[o, i]||_F`` (``||.||_1`` with ``norm=1``).
-- ``filter``: unit = one output filter ``W[o]``, score ``||vec(W[o])||_F`` (``||.||_1`` with ``norm=1``).
+Adding a criterion is one function here; the study's comparison
+(:func:`pruning_utils.experiments.criteria`) runs every registered one::
 
-Units with the smallest scores are removed; ties are broken by position (the lower flat index is
-removed first), so masks are deterministic. ``norm="random"`` scores units with uniform noise
-from a seeded generator: the control that asks whether magnitude matters at all.
-``norm="taylor"`` scores units by a given per-weight ``importance`` (the first-order Taylor
-estimate ``|w * dL/dw|`` summed over batches, :mod:`pruning_utils.importance`), summed per unit:
-the loss-aware alternative to magnitude. A sparsity that would remove every unit of a weight is
-refused: a layer always keeps at least one unit.
+    @register("Linf")
+    def linf(weight, strategy, context):  # max |w| over the unit
+        return unit_rows(weight, strategy).abs().amax(-1)
+
+It takes the fp32 weight, the granularity and a :class:`Context`, and returns one score per unit,
+shape :func:`unit_shape`. ``needs`` names the context it reads: ``"generator"`` (the study runs it
+once per seed), ``"importance"`` (the study passes the dense model's Taylor importance). The name
+is the ``criterion`` column of the tables and enters the keys of stored results: a criterion whose
+formula changes needs a new name.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 
 from .model import CONV_NAMES
 
 STRATEGIES: tuple[str, ...] = ("fine-grained", "kernel", "filter")
-NORMS: tuple[int | str, ...] = (2, 1, "random", "taylor")
-Norm = Literal[1, 2, "random", "taylor"]
+CONTEXT_NEEDS: tuple[str, ...] = ("generator", "importance")
+ALIASES: dict[int | str, str] = {2: "L2", 1: "L1", "taylor": "Taylor"}  # earlier spellings (norm=2), still accepted
+Norm = int | str  # a criterion's name in CRITERIA, or one of ALIASES
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a criterion may read besides the weight; each criterion declares the fields it needs."""
+
+    generator: torch.Generator | None = None  # seeded noise (random); None: torch's global generator
+    importance: torch.Tensor | None = None  # per-weight importance, the weight's shape, fp32 (Taylor)
+
+
+Score = Callable[[torch.Tensor, str, Context], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    score: Score  # (fp32 weight, strategy, context) -> one score per unit, shape unit_shape(weight, strategy)
+    needs: frozenset[str]  # the Context fields it reads
+
+
+CRITERIA: dict[str, Criterion] = {}  # name -> criterion, in registration order; filled by register()
+
+
+def register(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[Score], Score]:
+    """Decorator adding a scoring function to :data:`CRITERIA` as ``name``; returns the function unchanged.
+
+    ValueError for a name that is not a non-empty string or is already taken, ``needs`` that is not
+    a tuple drawn from :data:`CONTEXT_NEEDS`, or a function not callable as ``score(weight, strategy, context)``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a criterion's name must be a non-empty string, got {name!r}")
+    if name in CRITERIA or name in ALIASES:
+        raise ValueError(f"criterion {name!r} is already registered; taken: {_valid_names()}; "
+                         "unregister() it first to replace it")
+    if not isinstance(needs, (tuple, list)) or any(n not in CONTEXT_NEEDS for n in needs):
+        raise ValueError(f"criterion {name!r}: needs must be a tuple drawn from {CONTEXT_NEEDS}, got {needs!r}")
+
+    def add(score: Score) -> Score:
+        try:
+            inspect.signature(score).bind(None, None, None)
+        except (TypeError, ValueError):
+            raise ValueError(f"criterion {name!r}: {score!r} must be a function score(weight, strategy, context)"
+                             ) from None
+        CRITERIA[name] = Criterion(name, score, frozenset(needs))
+        return score
+
+    return add
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` from :data:`CRITERIA`; KeyError naming the registered ones if it is not there."""
+    if name not in CRITERIA:
+        raise KeyError(f"no criterion {name!r} to unregister; registered: {', '.join(CRITERIA)}")
+    del CRITERIA[name]
+
+
+def _valid_names() -> str:
+    return ", ".join(CRITERIA) + f" (or {', '.join(map(repr, ALIASES))})"
+
+
+def get_criterion(name: Norm) -> Criterion:
+    """The registered criterion called ``name`` (or an alias of it); ValueError listing the valid names."""
+    if isinstance(name, str) and name in CRITERIA:
+        return CRITERIA[name]
+    if isinstance(name, (int, str)) and not isinstance(name, bool) and ALIASES.get(name) in CRITERIA:
+        return CRITERIA[ALIASES[name]]
+    raise ValueError(f"unknown criterion {name!r}; valid criteria: {_valid_names()}")
 
 
 def check_strategy(strategy: str) -> None:
@@ -59,12 +137,6 @@ def check_sparsities(sparsities: Mapping[str, float]) -> None:
             raise ValueError(f"{name}: {error}") from None
 
 
-def check_norm(norm: object) -> None:
-    """ValueError unless ``norm`` is one of :data:`NORMS`."""
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(map(repr, NORMS))}")
-
-
 def units_removed(sparsity: float, n_units: int) -> int:
     """``round(sparsity * n_units)``: how many units a sparsity removes (Python's round, half to even).
 
@@ -81,20 +153,65 @@ def units_removed(sparsity: float, n_units: int) -> int:
     return n_remove
 
 
+def unit_shape(weight: torch.Tensor, strategy: str) -> torch.Size:
+    """Shape of one score per unit: the weight's (fine-grained), ``[C_out, C_in]`` (kernel), ``[C_out]`` (filter)."""
+    return {"fine-grained": weight.shape, "kernel": weight.shape[:2], "filter": weight.shape[:1]}[strategy]
+
+
+def unit_rows(t: torch.Tensor, strategy: str) -> torch.Tensor:
+    """``t`` (the weight's shape) as ``[*unit_shape, weights per unit]``: reduce over ``-1`` for one score per unit."""
+    if strategy == "fine-grained":
+        return t.unsqueeze(-1)
+    return t.flatten(2) if strategy == "kernel" else t.flatten(1)
+
+
+def _norm(weight: torch.Tensor, strategy: str, p: int) -> torch.Tensor:
+    if strategy == "fine-grained":
+        return weight.abs()
+    return torch.linalg.vector_norm(unit_rows(weight, strategy), ord=p, dim=-1)
+
+
+@register("L2")
+def l2_norm(weight: torch.Tensor, strategy: str, context: Context) -> torch.Tensor:
+    """``||vec(W_u)||_2`` per unit (``|w|`` per weight)."""
+    return _norm(weight, strategy, 2)
+
+
+@register("L1")
+def l1_norm(weight: torch.Tensor, strategy: str, context: Context) -> torch.Tensor:
+    """``||vec(W_u)||_1`` per unit (``|w|`` per weight)."""
+    return _norm(weight, strategy, 1)
+
+
+@register("random", needs=("generator",))
+def random_scores(weight: torch.Tensor, strategy: str, context: Context) -> torch.Tensor:
+    """Uniform noise in [0, 1) per unit, drawn on the CPU from ``context.generator``."""
+    return torch.rand(unit_shape(weight, strategy), generator=context.generator, device="cpu").to(weight.device)
+
+
+@register("Taylor", needs=("importance",))
+def taylor(weight: torch.Tensor, strategy: str, context: Context) -> torch.Tensor:
+    """``sum over the unit of context.importance`` (``|w * dL/dw|`` summed over batches)."""
+    return context.importance if strategy == "fine-grained" else unit_rows(context.importance, strategy).sum(-1)
+
+
 def unit_scores(
-    weight: torch.Tensor, strategy: str, norm: Norm = 2, generator: torch.Generator | None = None,
+    weight: torch.Tensor, strategy: str, norm: Norm = "L2", generator: torch.Generator | None = None,
     importance: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One importance score per pruning unit, in the unit's natural shape.
+    """One score per pruning unit by the criterion ``norm`` (a name in :data:`CRITERIA`), shape :func:`unit_shape`.
 
-    Returns ``|W|`` (shape of ``weight``) for fine-grained, the per-kernel norm
-    (``[C_out, C_in]``) for kernel and the per-filter norm (``[C_out]``) for filter; with
-    ``norm="taylor"``, ``importance`` (shape of ``weight``) summed over each unit instead.
+    ``generator`` and ``importance`` (the weight's shape) are the :class:`Context`; ``importance`` is
+    required by, and only taken by, a criterion that needs it. ValueError names a bad strategy,
+    criterion, importance or weight, and a criterion that returns other than one number per unit.
     """
     check_strategy(strategy)
-    check_norm(norm)
-    if (norm == "taylor") != (importance is not None):
-        raise ValueError("norm='taylor' needs a per-weight importance tensor, and only it takes one")
+    criterion = get_criterion(norm)
+    needing = [c.name for c in CRITERIA.values() if "importance" in c.needs]
+    if "importance" in criterion.needs and importance is None:
+        raise ValueError(f"criterion {criterion.name!r} needs a per-weight importance tensor (importance=...)")
+    if "importance" not in criterion.needs and importance is not None:
+        raise ValueError(f"criterion {criterion.name!r} takes no importance; only {', '.join(needing)} do")
     if importance is not None and importance.shape != weight.shape:
         raise ValueError(f"importance has shape {tuple(importance.shape)}, the weight {tuple(weight.shape)}")
     if strategy != "fine-grained" and weight.dim() != 4:
@@ -102,16 +219,17 @@ def unit_scores(
             f"{strategy} pruning needs a 4-D conv weight [C_out, C_in, k, k], got shape {tuple(weight.shape)}"
         )
     w = weight.detach().float()
-    unit_shape = {"fine-grained": w.shape, "kernel": w.shape[:2], "filter": w.shape[:1]}[strategy]
-    if norm == "random":
-        return torch.rand(unit_shape, generator=generator, device="cpu").to(w.device)
-    if norm == "taylor":
-        t = importance.detach().float().to(w.device)
-        return t if strategy == "fine-grained" else (t.flatten(2) if strategy == "kernel" else t.flatten(1)).sum(-1)
-    if strategy == "fine-grained":
-        return w.abs()
-    flat = w.flatten(2) if strategy == "kernel" else w.flatten(1)
-    return torch.linalg.vector_norm(flat, ord=norm, dim=-1)
+    context = Context(generator, None if importance is None else importance.detach().float().to(w.device))
+    scores = criterion.score(w, strategy, context)
+    expected = unit_shape(w, strategy)
+    if not isinstance(scores, torch.Tensor) or scores.shape != expected:
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else repr(type(scores).__name__)
+        raise ValueError(f"criterion {criterion.name!r} returned {got} for {strategy} pruning of a weight of shape "
+                         f"{tuple(w.shape)}; it must return one score per unit, shape {tuple(expected)}")
+    if scores.isnan().any():
+        raise ValueError(f"criterion {criterion.name!r} returned NaN scores for {strategy} pruning; "
+                         "scores must be numbers (-inf removes a unit first)")
+    return scores
 
 
 def keep_highest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -147,16 +265,17 @@ def make_mask(
     sparsity: float,
     strategy: str,
     *,
-    norm: Norm = 2,
+    norm: Norm = "L2",
     generator: torch.Generator | None = None,
     current: torch.Tensor | None = None,
     importance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keep-mask (``True`` = kept) of the same shape as ``weight``; see the module docstring.
 
+    ``norm`` names the criterion (:data:`CRITERIA`), ``generator`` and ``importance`` its context.
     With ``current`` (a keep-mask already on this weight), units it removed stay removed and
     count towards the ``round(sparsity * n)`` removed in total; the rest are scored on
-    ``weight * current``. Raises ``ValueError`` for an unknown strategy or norm, a sparsity
+    ``weight * current``. Raises ``ValueError`` for an unknown strategy or criterion, a sparsity
     outside ``[0, 1)`` or one that removes every unit, fewer units than ``current`` already
     removed, or a weight that is not 4-D for kernel or filter pruning.
     """

@@ -9,12 +9,12 @@ bf16 (fp32 selectable); on CUDA with autocast (bf16 where supported, else fp16).
 from __future__ import annotations
 
 import contextlib
-import copy
 
 import torch
 from torch import nn
 
 from .data import augment_batch, to_float
+from .masks import copy_model
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -170,19 +170,3 @@ def train_mode_accuracy(
     finally:
         torch.set_rng_state(rng_state)
     return correct / len(x)
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works right after pruning.
-
-    ``torch.nn.utils.prune`` stores ``weight = weight_orig * weight_mask`` as a plain attribute;
-    until a forward pass under ``no_grad`` refreshes it, that tensor has a ``grad_fn`` and
-    ``deepcopy`` refuses it. Such attributes are copied detached (the hook recomputes them on
-    the next forward anyway); ``model`` itself is not touched.
-    """
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)

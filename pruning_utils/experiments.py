@@ -10,6 +10,7 @@ the experiment's table (``frontier.csv`` ...) is an artifact keyed by its points
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -22,10 +23,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .allocation import ALLOCATIONS, check_budget, guided_sparsities, uniform_sparsities
-from .artifacts import ArtifactError, step_key, write_text_atomic
+from .artifacts import ArtifactError, content_digest, read_cells, signed, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
-from .criteria import STRATEGIES, Norm, check_sparsities, check_strategy, unit_scores, units_removed
+from .criteria import (ALIASES, CRITERIA, STRATEGIES, Criterion, Norm, check_sparsities, check_strategy, get_criterion,
+                       unit_scores, units_removed)
 from .importance import taylor_importance
 from .masks import mask_inputs
 from .latency import cpu_model, latency_table
@@ -34,7 +36,6 @@ from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_
 from .runs import NotComputed, Run
 from .steps import dense_model, recovery_settings, sensitivity, seven_model_keys, seven_models, strategy_sparsities
 
-CRITERIA: dict[int | str, str] = {2: "L2", 1: "L1", "random": "random", "taylor": "Taylor"}
 _MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
 FRONTIER_COLUMNS = ["strategy", "allocation", "budget", *_MEASURED]
 CRITERIA_COLUMNS = ["strategy", "criterion", "seed", *_MEASURED]
@@ -45,21 +46,36 @@ Point = tuple[str, str, dict, Callable[[], list[dict]]]  # key, label, fixed col
 class PointCache:
     """Rows of finished points in a CSV, keyed by a ``point`` column; rewritten atomically per point.
     Each point's rows also carry how long its work took and where (``_seconds``, ``_machine``; read
-    by :meth:`timing`, left out of :meth:`get`). With ``refresh=True`` every lookup misses, so points
-    are recomputed and their rows replaced."""
+    by :meth:`timing`), the digest of the upstream content the point was computed from (``_read``)
+    and a digest of the row's own cells (``_sha256``; :func:`pruning_utils.artifacts.signed`),
+    all left out of :meth:`get`. A row computed from other content than ``read`` (a dense model
+    retrained under the same key) or unsigned is a miss, so its point is recomputed; a row whose
+    cells no longer match its digest is refused (:class:`ArtifactError`). With ``refresh=True``
+    every lookup misses and such rows are dropped, so points are recomputed and their rows replaced."""
 
-    def __init__(self, path: str | os.PathLike, refresh: bool = False) -> None:
-        self.path, self.refresh = Path(path), refresh
+    def __init__(self, path: str | os.PathLike, refresh: bool = False, read: str = "") -> None:
+        self.path, self.refresh, self.read = Path(path), refresh, read
         try:
-            self.frame = (pd.read_csv(self.path, dtype={"point": str, "_machine": str}) if self.path.exists()
-                          else pd.DataFrame({"point": pd.Series([], dtype=str)}))
-            self.frame["point"]  # noqa: B018 - must be there
+            self._load(self.path.read_text() if self.path.exists() else "point\n")
         except (ValueError, KeyError, pd.errors.ParserError) as error:
             raise ArtifactError(f"point cache {self.path} cannot be read ({error}); delete it, or rerun with "
                                 "force=True (FORCE=1)") from error
+        damaged = (self.cells["_sha256"] != "") & (self.cells["_sha256"] != signed(self.cells)["_sha256"])
+        if damaged.any() and not refresh:
+            raise ArtifactError(
+                f"point cache {self.path}: the rows of point {', '.join(dict.fromkeys(self.cells['point'][damaged]))} "
+                "were changed after they were written (their cells no longer match their _sha256); delete those "
+                "rows, or the file, to recompute their points, or rerun with force=True (FORCE=1)")
+        self.cells, self.frame = self.cells[~damaged], self.frame[~damaged]
+
+    def _load(self, text: str) -> None:
+        self.cells = read_cells(text)  # as written, to check and to rewrite
+        self.frame = pd.read_csv(io.StringIO(text), dtype={c: str for c in ("point", "_machine", "_read", "_sha256")})
+        self.frame["point"]  # noqa: B018 - must be there
 
     def _rows(self, point: str) -> pd.DataFrame:
-        return self.frame[self.frame["point"] == point]
+        cells = self.cells
+        return self.frame[(cells["point"] == point) & (cells["_read"] == self.read) & (cells["_sha256"] != "")]
 
     def get(self, point: str) -> list[dict] | None:
         rows = self._rows(point)
@@ -77,10 +93,14 @@ class PointCache:
 
     def put(self, point: str, rows: list[dict], seconds: float | None = None, machine: str = "") -> None:
         timing = {} if seconds is None else {"_seconds": round(seconds, 2), "_machine": machine}
-        fresh = pd.DataFrame([{"point": point, **row, **timing} for row in rows])
-        kept = self.frame[self.frame["point"] != point]
-        self.frame = fresh if kept.empty else pd.concat([kept, fresh], ignore_index=True)
-        write_text_atomic(self.path, self.frame.to_csv(index=False))
+        fresh = pd.DataFrame([{"point": point, **row, **timing, "_read": self.read} for row in rows])
+        kept = self.cells[self.cells["point"] != point]
+        if len(fresh):
+            fresh = signed(read_cells(fresh.to_csv(index=False)))
+            kept = fresh if kept.empty else pd.concat([kept, fresh], ignore_index=True).fillna("")
+        text = kept.to_csv(index=False)
+        write_text_atomic(self.path, text)
+        self._load(text)
 
     def timings(self, points: Sequence[str]) -> dict:
         """What ``points`` (each key once) cost in all: ``point_seconds`` (sum of the recorded times),
@@ -146,33 +166,45 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
     return points
 
 
+def chosen_criteria(norms: Sequence[Norm] | None) -> list[tuple[Norm, Criterion]]:
+    """``norms`` (default: every registered criterion, :data:`pruning_utils.criteria.CRITERIA`, in its
+    order), each with its criterion; ValueError naming what is not registered."""
+    norms = list(CRITERIA) if norms is None else norms
+    check_choices("norms", norms, [*CRITERIA, *ALIASES])
+    return [(norm, get_criterion(norm)) for norm in norms]
+
+
 def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: Mapping[str, Mapping[str, float]],
-                    settings: RecoverySettings, norms: Sequence[Norm] = (2, 1, "random"),
+                    settings: RecoverySettings, norms: Sequence[Norm] | None = None,
                     random_seeds: int = 3, importance: Mapping[str, torch.Tensor] | None = None,
                     importance_inputs: dict | None = None) -> list[Point]:
-    """The same per-layer sparsities pruned by L2 norm, L1 norm, at random (seeds
-    ``0 .. random_seeds - 1`` for the selection; recovery always uses ``settings.seed``) and, with
-    ``"taylor"`` in ``norms``, by the Taylor ``importance`` (made from ``importance_inputs``, for the key)."""
+    """The same per-layer sparsities pruned by each criterion of ``norms`` (:func:`chosen_criteria`).
+    One that needs a generator (random) runs once per seed ``0 .. random_seeds - 1`` (for the selection;
+    recovery always uses ``settings.seed``), the others once (seed 0); one that needs the importance
+    (Taylor) gets ``importance``, and ``importance_inputs`` (what it was made from) enter its keys."""
     check_choices("strategies", list(sparsities_by_strategy), STRATEGIES)
-    check_choices("norms", norms, list(CRITERIA))
-    if "taylor" in norms and (importance is None or importance_inputs is None):
-        raise ValueError("the Taylor criterion needs the importance and what it was computed from")
-    if "random" in norms and (isinstance(random_seeds, bool) or not isinstance(random_seeds, int)
-                              or random_seeds < 1):
+    chosen = chosen_criteria(norms)
+    if any("generator" in c.needs for _, c in chosen) and (
+            isinstance(random_seeds, bool) or not isinstance(random_seeds, int) or random_seeds < 1):
         raise ValueError(f"random_seeds must be an int >= 1, got {random_seeds!r}")
+    for sparsities in sparsities_by_strategy.values():
+        check_sparsities(sparsities)
+    needing = [c.name for _, c in chosen if "importance" in c.needs]
+    if needing and (importance is None or importance_inputs is None):
+        raise ValueError(f"the {', '.join(needing)} criterion needs the importance and what it was computed from")
     points = []
     for strategy, sparsities in sparsities_by_strategy.items():
-        check_sparsities(sparsities)
-        for norm in norms:
-            for seed in range(random_seeds) if norm == "random" else [0]:
-                fixed = {"strategy": strategy, "criterion": CRITERIA[norm], "seed": seed}
-                extra = {"importance": importance_inputs} if norm == "taylor" else {}
+        for norm, criterion in chosen:
+            needs = criterion.needs
+            for seed in range(random_seeds) if "generator" in needs else [0]:
+                fixed = {"strategy": strategy, "criterion": criterion.name, "seed": seed}
+                extra = {"importance": importance_inputs} if "importance" in needs else {}
                 key = step_key("criteria", {**base, **fixed, **mask_inputs(strategy), "sparsities": dict(sparsities),
                                             "recovery": settings.as_inputs(), **extra})
-                generator = torch.Generator().manual_seed(seed) if norm == "random" else None
+                generator = torch.Generator().manual_seed(seed) if "generator" in needs else None
                 work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator,
-                               importance=importance if norm == "taylor" else None)
-                points.append((key, f"{strategy} {CRITERIA[norm]} {seed}", fixed, work))
+                               importance=importance if "importance" in needs else None)
+                points.append((key, f"{strategy} {criterion.name} {seed}", fixed, work))
     return points
 
 
@@ -200,18 +232,20 @@ def experiment_table(run: Run, name: str, points: list[Point], columns: list[str
     new label (a narrow network's matched width stays while the target it matches moves), and the
     table must then show the new label."""
     forced = run.force if force is None else force
+    dense = run.store.record("dense.pt")  # every point reads the dense model, its key hidden in the point's key
+    reads = (dense["key"],) if dense else ()
 
     def compute(key: str) -> dict:
-        cache = PointCache(run.path(f"points/{name}.csv"), refresh=forced)
+        cache = PointCache(run.path(f"points/{name}.csv"), refresh=forced, read=run.reading[key])
         rows = run_points(points, cache, run.progress, name, run.machine())
         run.save_csv(f"{name}.csv", pd.DataFrame(rows).reindex(columns=columns))
         return cache.timings([p[0] for p in points])  # what the points cost, whenever they were computed
 
     inputs = {"points": [p[0] for p in points], "fixed": [p[2] for p in points]}
     try:
-        run.step(name, [f"{name}.csv"], inputs, compute, force)
+        run.step(name, [f"{name}.csv"], inputs, compute, force, reads=reads)
     except NotComputed as error:  # a read-only run: say how much of the table is still to compute
-        cache = PointCache(run.path(f"points/{name}.csv"))
+        cache = PointCache(run.path(f"points/{name}.csv"), read=content_digest(run.store.read(inputs, reads)))
         keys = list(dict.fromkeys(p[0] for p in points))
         todo = sum(cache.get(k) is None for k in keys)
         raise NotComputed(error.step, f"{todo} of {len(keys)} points not computed ({error.status})") from None
@@ -260,16 +294,16 @@ def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Seque
     return experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force)
 
 
-def criteria(run: Run, norms: Sequence[Norm] = (2, 1, "random", "taylor"), random_seeds: int | None = None,
+def criteria(run: Run, norms: Sequence[Norm] | None = None, random_seeds: int | None = None,
              finetune_epochs: int | None = None, force: bool | None = None) -> pd.DataFrame:
-    """L2 / L1 / random / Taylor selection at Table 1's sparsities (defaults: the profile's
-    ``random_seeds`` and ``short_finetune_epochs``; Taylor importance from the dense model on the
-    validation split)."""
+    """Every registered criterion (:data:`pruning_utils.criteria.CRITERIA`; or those in ``norms``) at
+    Table 1's sparsities (defaults: the profile's ``random_seeds`` and ``short_finetune_epochs``; the
+    importance a criterion may need is the Taylor importance of the dense model on the validation split)."""
     dense, dense_key = dense_model(run)
     epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
-    check_choices("norms", norms, list(CRITERIA))  # before any work
+    chosen = chosen_criteria(norms)  # before any work
     importance = importance_inputs = None
-    if "taylor" in norms:
+    if any("importance" in c.needs for _, c in chosen):
         importance_inputs = {"dense": dense_key, "data": run.data_inputs(), "split": "val",
                              **run.settings("importance_batch_size", "precision")}
         importance = LazyMapping(lambda: taylor_importance(dense, run.data.val_x, run.data.val_y,

@@ -3,9 +3,9 @@
 Removing a weight ``w`` changes the loss by about ``-w * dL/dw`` (first-order Taylor expansion
 around the trained weights). :func:`taylor_importance` accumulates ``|w * dL/dw|`` per weight over
 the batches of a split (the gradient of each batch's mean cross-entropy, eval mode so BatchNorm
-uses its running statistics); ``norm="taylor"`` in :mod:`pruning_utils.criteria` sums it over
-each pruning unit. Unlike a norm, it asks how much the loss depends on the weights, not how large
-they are.
+uses its running statistics); the ``Taylor`` criterion of :mod:`pruning_utils.criteria` (given it
+as ``context.importance``) sums it over each pruning unit. Unlike a norm, it asks how much the
+loss depends on the weights, not how large they are.
 
 The sum of absolute values over batches depends on how the split is cut into batches, so the batch
 is part of the criterion: :func:`pruning_utils.experiments.criteria` passes the profile's

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .counting import count_multiply_adds_masked, count_remaining_parameters
-from .evaluation import copy_model
+from .masks import copy_model
 from .masks import make_permanent
 from .model import count_multiply_adds
 
@@ -37,9 +37,23 @@ def cpu_model() -> str:
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, seconds: float = 0.5) -> float:
-    """Multiply-adds per second of an n x n x n matrix product in ``dtype``: the best of ``repeats``
-    timings of about ``seconds`` each (this machine's practical peak for dense math, for benchmarks)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    """Multiply-adds per second of an m x m x m matrix product in ``dtype``: the best of ``repeats``
+    timings of about ``seconds`` each (this machine's practical peak for dense math, for benchmarks).
+
+    ``m`` is ``n``, or smaller where one product of ``n`` would take longer than ``seconds``: from
+    256 it doubles while the next size (8 times the work) stays within ``seconds``, so the whole
+    measurement takes a few times ``repeats * seconds`` at most, however slow the dtype is here (one
+    bf16 product of 2048 takes over a minute on a CPU without native bf16)."""
+    m = min(n, 256)
+    while m < n:
+        a = torch.randn(m, m).to(dtype)
+        a @ a  # the first product of a size may pay for setting up
+        started = time.perf_counter()
+        a @ a
+        if 8 * (time.perf_counter() - started) > seconds:
+            break
+        m *= 2
+    a, b = torch.randn(m, m).to(dtype), torch.randn(m, m).to(dtype)
     for _ in range(3):
         a @ b
     best = 0.0
@@ -48,7 +62,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, seconds: fl
         while (elapsed := time.perf_counter() - started) < seconds:
             a @ b
             count += 1
-        best = max(best, count * n**3 / elapsed)
+        best = max(best, count * m**3 / elapsed)
     return best
 
 

@@ -21,6 +21,7 @@ under another rule are never reused.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -142,3 +143,19 @@ def layer_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Effective weight of each conv layer on the CPU (masked entries are zero)."""
     return {name: effective_weight(conv).cpu() for name, conv in conv_layers(model).items()}
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works right after pruning.
+
+    ``torch.nn.utils.prune`` stores ``weight = weight_orig * weight_mask`` as a plain attribute;
+    until a forward pass under ``no_grad`` refreshes it, that tensor has a ``grad_fn`` and
+    ``deepcopy`` refuses it. Such attributes are copied detached (the hook recomputes them on
+    the next forward anyway); ``model`` itself is not touched.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)

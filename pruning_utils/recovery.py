@@ -28,8 +28,8 @@ from .config import Profile, Recipe
 from .counting import conv_weights_kept_pct, count_multiply_adds_masked, params_kept_pct
 from .criteria import Norm, check_sparsities, check_strategy
 from .data import CifarSplits
-from .evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
-from .masks import prune_model
+from .evaluation import evaluate, recalibrate_batchnorm, train_mode_accuracy
+from .masks import copy_model, prune_model
 from .training import train
 
 

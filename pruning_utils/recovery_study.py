@@ -33,9 +33,9 @@ import torch
 
 from .criteria import STRATEGIES, check_strategy, unit_scores
 from .counting import emptied_filters
-from .evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
+from .evaluation import evaluate, recalibrate_batchnorm, train_mode_accuracy
 from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
-from .masks import mask_inputs, prune_model
+from .masks import copy_model, mask_inputs, prune_model
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover

@@ -13,25 +13,32 @@ current (notebook 07 says which seeds still lack a step, notebooks 04-06 which s
 current; notebooks 01-03 fail on a missing one). A notebook is executed into a hidden partial
 file that replaces the executed copy only when papermill finished it, and the whole report holds
 the run directory's lock (:func:`pruning_utils.runs.run_lock`), so a killed or concurrent report
-never leaves a copy that looks complete. Cell output (the steps, epochs) is streamed to the terminal.
+never leaves a copy that looks complete; a run directory that cannot be written, or a report whose
+package is another checkout's, is refused before any work. The kernels get this checkout's root
+first on ``$PYTHONPATH`` (:func:`kernel_environment`), so they import the package the report
+imported, whichever checkout a shared virtualenv's editable install points at. Cell output (the
+steps, epochs) is streamed to the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 
 from .artifacts import spec_for, write_text_atomic
 from .data import SOURCE_ENV_VAR
-from .runs import LOCK_ENV_VAR, RUN_DIR_ENV_VAR, RunBusyError, project_root, resolve_path, resolve_profile_name, run_lock
+from .runs import (LOCK_ENV_VAR, RUN_DIR_ENV_VAR, CheckoutMismatchError, RunBusyError, RunDirectoryError,
+                   check_checkout, project_root, resolve_path, resolve_profile_name, run_lock)
 
 NOTEBOOKS: tuple[str, ...] = ("01_train", "02_sensitivity", "03_prune_finetune", "04_weight_dists", "05_activations",
                               "06_beyond", "07_across_seeds")
@@ -103,7 +110,7 @@ def run_notebooks(
 
     A later notebook may change what an earlier one showed: a model that is not committed is
     recomputed (keyed) by the first notebook that reads the file, and if it comes out different
-    from its record (another CPU), the results computed from it are dropped and recomputed.
+    from its record (another CPU), the results that read it are recomputed when next asked.
     Notebooks whose shown results (:func:`shown_results`) changed after they ran are executed once
     more at the end, without ``force`` (everything is current by then), so no copy shows a result
     that the run no longer holds."""
@@ -111,7 +118,6 @@ def run_notebooks(
 
     notebooks = notebooks or available_notebooks()
     out_dir = run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
     if stream:
         handler = logging.StreamHandler(sys.stdout)
         handler.addFilter(_CellOutputOnly())
@@ -137,25 +143,39 @@ def run_notebooks(
         return target
 
     executed, shown = [], {}
-    with run_lock(run_dir):
-        held = os.environ.get(LOCK_ENV_VAR)
-        os.environ[LOCK_ENV_VAR] = os.pathsep.join(filter(None, [held, str(run_dir.resolve())]))
-        try:
-            for index, name in enumerate(notebooks, 1):
-                executed.append(execute(name, f"{index}/{len(notebooks)}", parameters))
-                shown[name] = shown_results(run_dir, name)
-            changed = {name: changed_after(state, shown_results(run_dir, name)) for name, state in shown.items()}
-            again = {name: names for name, names in changed.items() if names}
-            for index, (name, names) in enumerate(again.items(), 1):
-                log(f"[again {index}/{len(again)}] {name}: {len(names)} of the results it showed changed after it "
-                    f"ran ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); running it again")
-                execute(name, f"again {index}/{len(again)}", {**parameters, "force": False})
-        finally:
-            if held is None:
-                os.environ.pop(LOCK_ENV_VAR, None)
-            else:
-                os.environ[LOCK_ENV_VAR] = held
+    with run_lock(run_dir), kernel_environment(run_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(notebooks, 1):
+            executed.append(execute(name, f"{index}/{len(notebooks)}", parameters))
+            shown[name] = shown_results(run_dir, name)
+        changed = {name: changed_after(state, shown_results(run_dir, name)) for name, state in shown.items()}
+        again = {name: names for name, names in changed.items() if names}
+        for index, (name, names) in enumerate(again.items(), 1):
+            log(f"[again {index}/{len(again)}] {name}: {len(names)} of the results it showed changed after it "
+                f"ran ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); running it again")
+            execute(name, f"again {index}/{len(again)}", {**parameters, "force": False})
     return executed
+
+
+@contextlib.contextmanager
+def kernel_environment(run_dir: Path) -> Iterator[None]:
+    """What the notebooks' kernels inherit, set in ``os.environ`` meanwhile: the run's lock, which
+    this process holds (``$PRUNING_RUN_LOCK``), and this checkout's root first on ``$PYTHONPATH``, so
+    that a kernel imports this checkout's ``pruning_utils`` even where the virtualenv's editable
+    install points at another checkout (a kernel starts in ``notebooks/``, where nothing else puts
+    the package on its path)."""
+    values = {LOCK_ENV_VAR: str(run_dir.resolve()), "PYTHONPATH": str(project_root())}
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        os.environ[name] = os.pathsep.join(filter(None, [value, saved[name]]))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _relative_papermill_paths(path: Path, output: Path) -> None:
@@ -262,15 +282,16 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def study_seeds(run_dir: Path, seed: int, given: str | None) -> list[int]:
-    """The seeds to run: ``given`` (then recorded in ``study.json``, which the README's summary
-    reads), else just ``seed``: one seed stays the quick default, whatever a study recorded."""
+    """The seeds to run: ``given`` (then recorded in ``study.json``, which
+    :func:`pruning_utils.staleness.study_run_dirs` reads), else just ``seed``: one seed stays the
+    quick default, whatever a study recorded."""
     if not given:
         return [seed]
     seeds = parse_seeds(given)
     if seed not in seeds:
         raise ValueError(f"--seeds {given!r} must include the run's seed {seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / STUDY_FILE, json.dumps({"seeds": seeds}, indent=2) + "\n")
+    with run_lock(run_dir):
+        write_text_atomic(run_dir / STUDY_FILE, json.dumps({"seeds": seeds}, indent=2) + "\n")
     return seeds
 
 
@@ -305,7 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                         help="change a profile setting for every notebook, e.g. --set finetune_epochs=2 (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        return _report(parser, args)
+    except (CheckoutMismatchError, RunBusyError, RunDirectoryError) as error:  # refused before any work: no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
+
+def _report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check_checkout()
     profile = resolve_profile_name(args.profile)
     from .config import get_profile
 
@@ -334,16 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                   "data_source": _portable(args.data_source or os.environ.get(SOURCE_ENV_VAR, "")), "force": args.force,
                   "compute": not args.stored, "overrides": overrides}
     print(f"study: profile {profile}, run directory {run_dir}, seeds {seeds}", flush=True)
-    try:
-        executed = run_notebooks(run_dir, parameters, notebooks,
-                                 log=lambda m: print(m, flush=True))
-    except RunBusyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    from .summary import run_label
-
+    executed = run_notebooks(run_dir, parameters, notebooks, log=lambda m: print(m, flush=True))
     output = render_html(executed, run_dir / "report.html", f"Pruning and sparsity, revisited ({profile} profile)",
-                         run_label(run_dir))
+                         f"{run_dir_param}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
     print(f"report: {output}", flush=True)
     return 0
 

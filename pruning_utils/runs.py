@@ -10,7 +10,9 @@ steps that read it (:meth:`Run.step`).
 One process computes in a run directory at a time: :func:`run_lock` holds an exclusive lock on
 ``<run_dir>/.lock`` while a step computes (and ``pruning_utils.report`` holds it for a whole
 report, passing it on to its notebooks through ``$PRUNING_RUN_LOCK``); another process gets
-:class:`RunBusyError` at once. Relative paths are relative to the project root.
+:class:`RunBusyError` at once, and a directory that cannot be written :class:`RunDirectoryError`.
+Relative paths are relative to the project root: the checkout of the imported package, which
+:func:`open_run` checks is the checkout it runs in (:func:`check_checkout`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import fcntl
 import json
 import os
 import platform
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .artifacts import ArtifactError, Store, canonical, machine_label, spec_for, step_key, write_text_atomic
+from .artifacts import (ArtifactError, Store, canonical, content_digest, machine_label, spec_for, step_key,
+                        write_text_atomic)
 from .config import Profile, get_profile, head_of
 from .cpu_probe import PROBE_FILE, evaluation_batch_size, training_precision
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
@@ -48,6 +50,14 @@ class RunBusyError(RuntimeError):
     """Another process is computing in this run directory."""
 
 
+class RunDirectoryError(RuntimeError):
+    """The run directory cannot be written (read-only, or not a directory)."""
+
+
+class CheckoutMismatchError(RuntimeError):
+    """Python imports ``pruning_utils`` from another checkout than the one being worked in."""
+
+
 class NotComputed(RuntimeError):
     """A step's stored results are missing or stale, and the run may only read (``compute=False``)."""
 
@@ -56,13 +66,33 @@ class NotComputed(RuntimeError):
         self.step, self.status = step, status
 
 
+def _checkout_at_or_above(path: Path) -> Path | None:
+    """The nearest directory at or above ``path`` holding ``pyproject.toml`` and ``pruning_utils/``."""
+    path = path.resolve()
+    found = (d for d in (path, *path.parents) if (d / "pyproject.toml").exists() and (d / "pruning_utils").is_dir())
+    return next(found, None)
+
+
 def project_root() -> Path:
     """The directory holding ``pyproject.toml`` above this package (the repository root)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").exists() and (candidate / "pruning_utils").is_dir():
-            return candidate
-    return Path.cwd()
+    return _checkout_at_or_above(Path(__file__).parent) or Path.cwd()
+
+
+def check_checkout(cwd: str | os.PathLike | None = None) -> None:
+    """Refuse to work for a checkout whose ``pruning_utils`` is not the one Python imported.
+
+    Two checkouts can share one virtualenv, whose editable install points at one of them; a kernel
+    started in the other's ``notebooks/`` (papermill, JupyterLab) imports the first one's package,
+    and would write its results into the first one's ``data/runs``. The checkout worked in is the one
+    at or above ``cwd`` (default: the working directory); outside any checkout nothing is checked."""
+    checkout = _checkout_at_or_above(Path(cwd or Path.cwd()))
+    package = Path(__file__).resolve().parent
+    if checkout is None or package == (checkout / "pruning_utils").resolve():
+        return
+    raise CheckoutMismatchError(
+        f"this is the checkout {checkout}, but Python imports pruning_utils from {package}, so its results would "
+        f"go to {project_root() / 'data' / 'runs'}. Make Python import this checkout's package: run with "
+        f"PYTHONPATH={checkout} (make and pruning_utils.report set it), or give this checkout its own virtualenv")
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -96,9 +126,28 @@ def code_version() -> str:
 _held: dict[str, int] = {}  # run directories locked by this process -> nesting depth
 
 
+def _open_lock_file(run_dir: Path) -> int:
+    """``<run_dir>/.lock`` opened for writing, once the directory is known to take new files (a run
+    writes its results beside its lock); a directory that cannot be written is refused with the way out."""
+    probe = run_dir / f".write-probe-{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        os.unlink(probe)
+        return os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"run directory {run_dir} cannot be written ({error.strerror or error}): a run keeps its lock and its "
+            f"results there. Make it writable (chmod -R u+w {run_dir}), or choose another run directory (--run-dir "
+            "or $PRUNING_RUN_DIR for make report, run_dir=... for open_run)") from error
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's exclusive lock (re-entrant in one process; inherited via ``$PRUNING_RUN_LOCK``)."""
+    """Hold the run directory's exclusive lock (re-entrant in one process; inherited via ``$PRUNING_RUN_LOCK``).
+
+    :class:`RunBusyError` if another process holds it, :class:`RunDirectoryError` if the directory
+    cannot be written."""
     where = str(Path(run_dir).resolve())
     if where in os.environ.get(LOCK_ENV_VAR, "").split(os.pathsep) or _held.get(where):
         _held[where] = _held.get(where, 0) + 1
@@ -107,8 +156,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         finally:
             _held[where] -= 1
         return
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(run_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(Path(run_dir))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,6 +197,8 @@ class Run:
     events: list[dict] = field(default_factory=list)
     memo: dict = field(default_factory=dict)  # objects loaded in this session, keyed by what they are
     opened_with: dict = field(default_factory=dict)  # open_run's profile, data_source and overrides (for other seeds)
+    # key of a step being computed -> content_digest of what it reads, which names its checkpoints
+    reading: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._current: set[tuple[str, str]] = set()
@@ -191,23 +241,24 @@ class Run:
         return machine_label(self.store.context)
 
     def step(self, step: str, names: list[str], inputs: dict, compute: Callable[[str], dict | None],
-             force: bool | None = None, label: str = "", caches: tuple[str, ...] = (),
+             force: bool | None = None, label: str = "", reads: tuple[str, ...] = (),
              needed: list[str] | None = None) -> str:
-        """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs``,
-        else run ``compute(key)`` (which writes them) under the run lock and record them, with the dict
-        ``compute`` may return (e.g. the seconds of points computed earlier) in their records.
+        """Reuse the artifacts ``names`` of ``step`` if their records carry the key of ``inputs`` and
+        what they read upstream is still the content recorded there, else run ``compute(key)`` (which
+        writes them) under the run lock and record them, with the dict ``compute`` may return (e.g. the
+        seconds of points computed earlier) in their records. ``reads``: keys of upstream results the
+        step reads that ``inputs`` hide in a hash (:meth:`pruning_utils.artifacts.Store.read`).
         ``force`` None means the run's ``force``. Returns the key; every call is logged in ``events``.
 
         ``needed`` names the artifacts the caller reads (default: all): the others may be absent from
         disk as long as their records carry the key (:meth:`pruning_utils.artifacts.Store.status`),
         so a step is not recomputed for files nobody asked for. Whoever reads them asks for them.
 
-        A step recomputed under the key it already had (its file was missing, as a clone's model
-        files are, or it was forced) may come out different, on another CPU say. Then every result
-        computed from the old content is dropped (:meth:`drop_dependents`), with the folders
-        ``caches`` of this run whose entries key on this step through a hash the records do not
-        show (the experiments' point caches, for the dense model), so nothing reused downstream
-        was computed from a file that is no longer there."""
+        A step recomputed under the key it already had (its file or record was missing, or it was
+        forced) may come out different, on another CPU say: then every result that read the old
+        content is recomputed when next asked (``computed from another dense.pt``), as is every
+        point of the experiments computed from it, and no training resumes from a checkpoint of it
+        (:attr:`reading`)."""
         for name in names:
             spec_for(name)  # every artifact is registered
         key = step_key(step, inputs)
@@ -228,41 +279,19 @@ class Run:
         self.log(f"[step] {what}: computing ({status}) ...")
         started = time.perf_counter()
         with run_lock(self.run_dir):
-            before = self.store.recorded_sha256(names, key)
-            self.store.invalidate(names, keep_old=True)
+            old = {n: r["sha256"] for n in names if (r := self.store.record(n)) and r["key"] == key}
+            self.store.invalidate(names)
+            self.reading[key] = content_digest(self.store.read(inputs, reads))
             extra = compute(key) or {}
             seconds = time.perf_counter() - started
             self.store.commit(names, key, step, inputs, {**extra, "seconds": round(seconds, 2),
-                                                       "created": datetime.now(timezone.utc).isoformat()})
-            changed = [name for name, sha in before.items()
-                       if not spec_for(name).timed and self.store.record(name)["sha256"] != sha]
-            if changed:
-                dropped = self.drop_dependents(key, caches, why=f"{what} came out different from its record")
-                status += (f"; {', '.join(changed)} came out different from the recorded content"
-                           + (f", so {len(dropped)} results computed from it were dropped" if dropped else ""))
+                                                       "created": datetime.now(timezone.utc).isoformat()}, reads)
+        if any(self.store.record(n)["sha256"] != sha for n, sha in old.items() if not spec_for(n).timed):
+            self._current.clear()  # came out different: what this session checked may have read the old content
         self._current.add((step, key))
         self.events.append({"step": what, "status": "computed", "key": key, "seconds": seconds, "why": status})
         self.log(f"[step] {what}: done in {seconds:.0f} s")
         return key
-
-    def drop_dependents(self, key: str, caches: tuple[str, ...] = (), why: str = "") -> list[str]:
-        """Remove the records of every artifact computed from the result keyed ``key`` (directly or
-        through others; :meth:`pruning_utils.artifacts.Store.dependents`), their training
-        checkpoints, and the cache folders ``caches``, so that they are recomputed; the names dropped."""
-        dependents = self.store.dependents({key})
-        self.store.invalidate(list(dependents))
-        for record in dependents.values():
-            self._current.discard((record["step"], record["key"]))
-            for checkpoint in self.path("checkpoints").glob(f"*-{record['key']}.ckpt"):
-                checkpoint.unlink()
-        dropped = sorted(dependents)
-        for folder in caches:
-            if self.path(folder).is_dir():
-                shutil.rmtree(self.path(folder))
-                dropped.append(f"{folder}/")
-        if dropped:
-            self.log(f"[step] {why}: dropped what was computed from it ({', '.join(dropped)})")
-        return dropped
 
     def step_log(self) -> pd.DataFrame:
         """The steps this session ran or reused, for the end of each notebook."""
@@ -346,7 +375,10 @@ def open_run(
     it raises :class:`NotComputed` (a report from committed artifacts, with no training).
     Precision ``auto`` on a CPU is decided when the run is made (:mod:`pruning_utils.cpu_probe`)
     and kept in ``run.json``; so is the evaluation batch, for a profile with ``eval_batch_candidates``.
+    A kernel that imports another checkout's package than the one it runs in is refused
+    (:func:`check_checkout`), before any work.
     """
+    check_checkout()
     name = resolve_profile_name(profile)
     settings = get_profile(name, **overrides)  # unknown names and impossible values raise here
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

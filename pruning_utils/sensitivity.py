@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .config import SCAN_SPARSITIES
 from .criteria import check_sparsity, check_strategy, make_mask, unit_scores
-from .evaluation import autocast, copy_model, evaluate, prepare_batch, resolve_precision
-from .masks import mask_targets, prune_model
+from .evaluation import autocast, evaluate, prepare_batch, resolve_precision
+from .masks import copy_model, mask_targets, prune_model
 from .model import CONV_NAMES, VGG16, conv_layers
 
 COLUMNS = ["strategy", "layer", "sparsity", "accuracy"]

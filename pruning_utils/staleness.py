@@ -1,7 +1,7 @@
 """Which stored results of a run this code would not reuse, and why.
 
 :func:`stale_results` opens a run read-only (``compute=False``: nothing is computed or written)
-and asks each step the README shows for its key, in the pipeline's order; a step whose stored
+and asks each step of the study for its key, in the pipeline's order; a step whose stored
 result carries another key raises :class:`pruning_utils.runs.NotComputed`, which names the first
 link that changed (``sensitivity (kernel): inputs changed: emptied_filters``). The keys are those
 of the real steps, so what this module calls current is exactly what ``make report`` would reuse.
@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from . import experiments, recovery_study, steps
+from .across_seeds import seed_run_dir
 from .config import get_profile
 from .criteria import STRATEGIES
 from .runs import NotComputed, Run, open_run
@@ -107,12 +108,19 @@ def is_missing(why: str) -> bool:
     return "missing " in why and "inputs changed" not in why
 
 
+def study_run_dirs(run_dir: Path) -> dict[int, Path]:
+    """The study's runs by seed: the seeds of ``study.json`` (else the run's own), each in
+    ``run_dir`` (the run's own seed) or ``run_dir/seed-<n>``."""
+    base = json.loads((run_dir / "run.json").read_text())["seed"]
+    study = run_dir / "study.json"
+    seeds = json.loads(study.read_text())["seeds"] if study.exists() else [base]
+    return {s: seed_run_dir(run_dir, base, s) for s in seeds}
+
+
 def study_currency(run_dir: Path, data_source: str | None = None) -> dict[Path, dict[str, str]]:
     """Per run directory of the study in ``run_dir`` (its own run and every ``seed-<n>``):
-    :func:`stale_results` of what the README shows of it. A run committed without model files is
-    asked only for its Table 2 rows."""
-    from .summary import study_run_dirs
-
+    :func:`stale_results` of its results. A run committed without model files is asked only for
+    its Table 1 and Table 2 rows."""
     found = {}
     for seed, path in study_run_dirs(run_dir).items():
         run = open_read_only(path, data_source)

@@ -30,8 +30,8 @@ from .config import ORIGINAL_HEAD, head_of
 from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
 from .distributions import by_model, conv_activations, distribution_stats, histograms
-from .evaluation import copy_model, evaluate, train_mode_accuracy
-from .masks import conv_weights, mask_inputs
+from .evaluation import evaluate, train_mode_accuracy
+from .masks import conv_weights, copy_model, mask_inputs
 from .model import CONV_NAMES, VGG16, count_multiply_adds
 from .model_files import load_model, save_model
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -59,9 +59,15 @@ def epoch_logger(run: Run, what: str, epochs: int):
 
 
 def checkpoint_path(run: Run, name: str, key: str, force: bool):
-    path = run.path(f"checkpoints/{name}-{key}.ckpt")
-    if force:
-        path.unlink(missing_ok=True)
+    """Where the step computing under ``key`` keeps its training checkpoint ``name``: named by the key
+    and by the content the step reads (:attr:`Run.reading`), so that a training of another upstream
+    content (a dense model retrained under the same key) is never resumed; any other checkpoint of
+    that name and key is removed, and with ``force`` this one too."""
+    digest = run.reading.get(key, "")
+    path = run.path(f"checkpoints/{name}-{key}{'-' + digest if digest else ''}.ckpt")
+    for old in run.path("checkpoints").glob(f"{name}-{key}*.ckpt"):
+        if force or old != path:
+            old.unlink()
     return path
 
 
@@ -99,17 +105,17 @@ def dense_key(run: Run, force: bool | None = False) -> str:
         run.save_json("dense_metrics.json", metrics)
         checkpoint.unlink(missing_ok=True)
 
-    # every point of the experiments keys on the dense model through a hash: if a retrained model
-    # comes out different under the same key, the point caches go too (narrow networks' with them)
-    return run.step("dense", DENSE_FILES, inputs, compute, force, caches=("points",))
+    return run.step("dense", DENSE_FILES, inputs, compute, force)
 
 
 def dense_model(run: Run, force: bool | None = False) -> tuple[VGG16, str]:
     """The run's trained dense model (trained now if it is missing or stale) and its key."""
     key = dense_key(run, force)
-    if run.memo.get("dense") is None or run.memo["dense"][1] != key:
-        run.memo["dense"] = (load_model(run.path("dense.pt"), run.device, expect_width=run.profile.width)[0], key)
-    return run.memo["dense"]
+    content = run.store.record("dense.pt")["sha256"]  # retrained under the same key in this session: load it again
+    if run.memo.get("dense") is None or run.memo["dense"][1:] != (key, content):
+        run.memo["dense"] = (load_model(run.path("dense.pt"), run.device, expect_width=run.profile.width)[0], key,
+                             content)
+    return run.memo["dense"][:2]
 
 
 def _dense_metrics(run: Run, model: nn.Module) -> dict:

@@ -6,6 +6,7 @@ import pandas as pd
 
 from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
 from .criteria import STRATEGIES
+from .latency import speed_verdict
 from .original import TABLE1, TABLE2
 
 
@@ -169,3 +170,40 @@ def methods_across_seeds(methods: pd.DataFrame, dense: pd.DataFrame, targets: di
                          acc, sd, ref[("acc_finetuned", "mean")], ref[("acc_finetuned", "sd")]),
                      "seeds": int(r[("n", "")])})
     return pd.DataFrame(rows).set_index(["strategy", "method"])
+
+
+def most_sensitive(scans: dict[str, pd.DataFrame], sparsity: float, threshold: float) -> pd.DataFrame:
+    """Per strategy: the layer with the lowest scan accuracy at ``sparsity`` (the layer pruned alone),
+    that accuracy (%), and how many layers never fall below ``threshold`` within the scanned sparsities."""
+    rows = {}
+    for strategy, scan in scans.items():
+        at = scan[scan["sparsity"] == sparsity].set_index("layer")["accuracy"]
+        lowest = scan.groupby("layer", sort=False)["accuracy"].min()
+        rows[strategy] = {"most sensitive layer": at.idxmin(), "its accuracy (%)": round(100 * at.min(), 1),
+                          "layers never below the threshold": int((lowest >= threshold).sum())}
+    return pd.DataFrame(rows).T.rename_axis("strategy")
+
+
+def most_sensitive_across_seeds(scans: pd.DataFrame, sparsity: float = 0.5) -> pd.DataFrame:
+    """The most sensitive layer at ``sparsity`` per strategy (rows) and seed (columns); ``scans`` has a
+    ``seed`` column."""
+    at = scans[scans["sparsity"] == sparsity].reset_index(drop=True)  # idxmin's labels must be unique
+    worst = at.loc[at.groupby(["strategy", "seed"], sort=False)["accuracy"].idxmin()]
+    return worst.pivot(index="strategy", columns="seed", values="layer").reindex(at["strategy"].unique())
+
+
+def speed_table(speed: pd.DataFrame) -> pd.DataFrame:
+    """Each model's speed-up over the dense model at the same batch size (ratio of median latencies)
+    and :func:`pruning_utils.latency.speed_verdict`'s reading of the rounds' spread."""
+    t = speed.set_index(["model", "batch_size"])
+    rows = {(m, b): speed_verdict(t.loc[("dense", b)], t.loc[(m, b)]) for m, b in t.index if m != "dense"}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["speed-up", "verdict"])
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["model", "batch_size"])
+    return frame.round({"speed-up": 2})
+
+
+def at_smallest_budget(front: pd.DataFrame, column: str = "acc_finetuned") -> pd.DataFrame:
+    """``column`` at each (strategy, allocation)'s smallest budget: strategies as rows, allocations as columns."""
+    front = front.reset_index(drop=True)  # idxmin's labels must be unique
+    smallest = front.loc[front.groupby(["strategy", "allocation"], sort=False)["budget"].idxmin()]
+    return smallest.pivot(index="strategy", columns="allocation", values=column)

@@ -7,8 +7,9 @@ layout as in :mod:`pruning_utils.evaluation` (fp16 on CUDA adds a gradient scale
 :func:`train` writes an atomic checkpoint after every epoch (model, optimizer, scheduler, RNG
 states, history, and the ``identity`` of the training it belongs to) and resumes from it; a run
 interrupted and resumed ends with the same weights as an uninterrupted one. A checkpoint whose
-identity differs from the one asked for (another seed, recipe, width, upstream model...) or that
-cannot be read is refused with :class:`CheckpointError`, naming the file and the way out.
+identity differs from the one asked for (another seed, recipe, width, upstream model...), or that
+cannot be read or is damaged (its CRC32 checks fail), is refused with :class:`CheckpointError`,
+naming the file and the way out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from .config import Recipe
 from .data import augment_batch
+from .data.cache import check_crc
 from .evaluation import autocast, evaluate, pick_device, prepare_batch, resolve_precision
 from .model_files import save_atomic
 
@@ -37,8 +39,10 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: Path, identity: dict, device: torch.device) -> dict:
-    """The checkpoint at ``path`` if it was written for ``identity``; CheckpointError otherwise."""
+    """The checkpoint at ``path`` if it is intact (:func:`pruning_utils.data.cache.check_crc`) and was
+    written for ``identity``; CheckpointError otherwise."""
     try:
+        check_crc(path)
         state = torch.load(path, map_location=device, weights_only=False)
         stored = state["identity"]
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice

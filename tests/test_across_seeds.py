@@ -4,20 +4,18 @@ seed list, and the steps of notebook 07 on a tiny run of two seeds."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_utils import across_seeds, prose, recovery_study, report, steps, tables
+from pruning_utils import across_seeds, recovery_study, report, steps, tables
 from pruning_utils.across_seeds import check_seeds, exceeds_spread, format_mean_sd, mean_spread
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
 from pruning_utils.runs import NotComputed, open_run
 from pruning_utils.sensitivity import scan_sensitivity
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"synthetic_sizes": (400, 100, 100), "epochs": 2, "finetune_epochs": 1, "recalibration_batches": 2,
         "curve_epochs": 3}
 
@@ -43,13 +41,6 @@ def test_exceeds_spread_and_format():
     assert not exceeds_spread(80.0, math.nan, 70.0, 0.1)  # one seed: never called real
     assert format_mean_sd(80.123, 0.456) == "80.1 ± 0.5"
     assert format_mean_sd(80.123, math.nan, 2) == "80.12"
-
-
-def test_signed_differences_never_read_minus_zero():
-    from pruning_utils.prose import signed
-
-    assert [signed(v) for v in (1.94, -0.26, -0.04, 0.04, 0.0)] == ["+1.9", "-0.3", "+0.0", "+0.0", "+0.0"]
-    assert signed(-0.004, 2) == "+0.00" and signed(-0.006, 2) == "-0.01"
 
 
 def test_plateau_rule():
@@ -88,13 +79,6 @@ def test_curve_readout_reads_gains_plateaus_and_instability():
     assert r.at["kernel", "test_at_end_sd"] == pytest.approx(math.sqrt(0.5))
     assert r.at["filter", "max_drop"] == pytest.approx(30.0) and r.at["filter", "unstable"]
     assert not r["unstable"][["fine-grained", "kernel"]].any()
-    text = prose.recovery_seeds_prose(r, 0.005)
-    assert "**kernel**: test accuracy 65.0 ± 0.7% at epoch 10, 70.0 ± 0.7% at epoch 20: still gains +5.0 points" in text
-    assert "1 to 2 seeds (per strategy" in text  # filter has one seed: the heading does not claim two for all
-    assert "(the original's way), 2 seeds, mean" in prose.recovery_seeds_prose(r.drop(index="filter"), 0.005)
-    assert "the mean curve does not level off" in text
-    assert "**filter**" in text and "unstable at this rate" in text and "falls by up to 30 points" in text
-    assert "+0.0 points from epoch 10 to 20 (one seed, no spread)" in text
 
 
 def test_batchnorm_readout_tells_stale_statistics_from_bad_weights():
@@ -124,22 +108,10 @@ def test_batchnorm_readout_tells_stale_statistics_from_bad_weights():
                         _curves({2: [0.0, 70, 71, 73]}, "kernel")])  # another machine's numbers
     assert recovery_study.batchnorm_readout(frame, curves)["same_as_curve"].loc["kernel"].tolist() == [True, False]
     assert "same_as_curve" not in both
-    text = prose.batchnorm_prose(both)
-    assert "**kernel**, seed 1, 5 epochs: validation accuracy falls by up to 42.0 points" in text
-    compared = prose.batchnorm_prose(recovery_study.batchnorm_readout(frame, curves))
-    assert "seed 1, 5 epochs, the curve's own training:" in compared
-    assert "seed 2, 3 epochs, the curve's settings and seed on another machine than the curve's" in compared
-    assert "seed 1, 3 epochs:" in compared  # fine-grained has no curve here: nothing said
     emptied = {("kernel", 1): {"conv0": (11, 16), "conv8": (2, 64)}, ("kernel", 2): {}}
     listed = recovery_study.batchnorm_readout(frame, emptied=emptied)["emptied_filters"]
     assert listed[("kernel", 1)] == "conv0 11/16, conv8 2/64" and listed[("kernel", 2)] == "none"
     assert pd.isna(listed[("filter", 1)])  # not asked: nothing said
-    said = prose.batchnorm_prose(recovery_study.batchnorm_readout(frame, emptied=emptied))
-    assert "level off; filters with no weight left at Table 1's sparsities: conv0 11/16, conv8 2/64." in said
-    assert "is removed with its conv bias and BatchNorm" in said and "removed with its conv bias" not in text  # said where counted
-    assert "2 falls above 5 points, where the re-estimation adds 35.5 points on average: the falls come from stale" in text
-    assert "**filter**" in text and "the weights themselves get worse" in text
-    assert "**fine-grained**, seed 1, 3 epochs:" in text and "the re-estimated curve does not level off" in text and "stable" in text
 
 
 def test_methods_across_seeds_against_a_hand_computed_table():
@@ -162,15 +134,11 @@ def test_methods_across_seeds_against_a_hand_computed_table():
     assert shown.loc[("filter", "LR rewinding"), "met (mean)"] == "no" and table["met (mean)"].dtype == bool
     assert shown.drop(columns=["met (mean)", "beyond the spread"]).equals(
         table.drop(columns=["met (mean)", "beyond the spread"]))
-    text = prose.methods_seeds_prose(table)
-    assert "**fine-grained**: best LR rewinding, 85.0 ± 0.7% (+1.5 points over one-cycle (Table 2), beyond" in text
-    assert "**filter**" in text and "**no method meets it**" in text and "met by LR rewinding." in text
-    assert text.startswith("The four ways to recover at equal epochs, mean ± sd over 2 seeds:")
-    one = prose.methods_seeds_prose(tables.methods_across_seeds(methods[methods["seed"] == 0], dense,
-                                                                {"fine-grained": 1.0, "filter": 1.5}))
-    assert one.startswith("The four ways to recover at equal epochs, on one seed, no spread measured:")
-    assert ("drop from dense -0.5 points against a target of <= 1.0: met by LR rewinding, distillation, one-cycle "
-            "(Table 2) on this one seed (the target is a mean over seeds).") in one  # seed 0: dense 84.0, LR rew. 84.5
+    one = tables.methods_across_seeds(methods[methods["seed"] == 0], dense, {"fine-grained": 1.0, "filter": 1.5})
+    assert one.loc[("fine-grained", "LR rewinding"), "drop from dense (points)"] == "-0.5"  # dense 84.0, LR rew. 84.5
+    met = one.loc["fine-grained", "met (mean)"]  # seed 0: dense 84.0, constant rate 81.0, the others >= 83.0
+    assert met[met].index.tolist() == ["one-cycle (Table 2)", "LR rewinding", "distillation"]
+    assert not one["beyond the spread"].any() and one["seeds"].eq(1).all()  # one seed: no spread, never beyond it
 
 
 def test_narrow_table_names_the_widths_the_seeds_matched():
@@ -184,7 +152,7 @@ def test_narrow_table_names_the_widths_the_seeds_matched():
     assert table.at[("kernel", "conv weights"), "narrow width"] == "0.094-0.097"  # no width of its own: the range
     assert table.at[("kernel", "multiply-adds"), "narrow width"] == "0.117"
     assert table.at[("kernel", "conv weights"), "pruned - narrow (points)"] == 2.0  # seed 2 has no narrow network
-    assert "(width 0.094-0.097) 79.5 ± 0.7%: +2.0 points" in prose.narrow_prose(table)
+    assert table.at[("kernel", "conv weights"), "narrow dense (%)"] == "79.5 ± 0.7"
 
 
 def test_narrow_widths_match_the_pruned_counts():
@@ -282,8 +250,8 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     results = across_seeds.per_seed(runs, steps.table2)
     from pruning_utils import tables
     comparison = tables.narrow_table(stored_narrow, results)
-    assert comparison["seeds"].eq(1).all()
-    assert prose.narrow_prose(comparison).count("on one seed (no spread measured)") == 6  # never "within the spread"
+    assert comparison["seeds"].eq(1).all() and len(comparison) == 6
+    assert not comparison["beyond the spread"].any()  # one seed: no spread measured, never beyond it
     seed0 = results[results["seed"] == 0].set_index("strategy")["acc_finetuned"]
     for (strategy, _), row in comparison.iterrows():
         assert row["pruned, fine-tuned (%)"] == f"{seed0[strategy]:.1f}"  # one seed: no sd, seed 0's value
@@ -296,18 +264,6 @@ def test_read_only_runs_refuse_force(tmp_path):
         open_run("smoke", tmp_path / "r", progress=False, compute="no")
     with pytest.raises(SystemExit):
         report.main(["--profile", "smoke", "--run-dir", str(tmp_path / "r"), "--force", "--stored"])
-
-
-def test_readme_blocks_are_filled_even_when_empty(tmp_path):
-    from pruning_utils.summary import update_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- generated:seeds -->\n<!-- /generated:seeds -->\nb\n<!-- generated:table1 -->\nSTALE-CONTENT\n"
-                      "<!-- /generated:table1 -->\n")
-    update_readme(ROOT / "data" / "runs" / "cpu", readme)
-    text = readme.read_text()
-    assert "what each seed's run holds" in text and "STALE-CONTENT" not in text and "| conv0 |" in text
-    assert text.startswith("a\n") and "\nb\n" in text
 
 
 def test_recovery_methods_on_a_tiny_run(tmp_path):
@@ -407,31 +363,6 @@ def test_narrow_figure_draws_seeds_and_their_mean_with_sd():
     matplotlib.pyplot.close(fig)
 
 
-def test_width_block_compares_each_width_with_its_own_dense_model(tmp_path):
-    from pruning_utils.summary import width_markdown
-
-    def fake_run(path: Path, width: float, dense: float, finetuned: list[float], chosen: float) -> Path:
-        (path / "provenance").mkdir(parents=True)
-        (path / "provenance" / "dense.pt.json").write_text(json.dumps({"key": "k", "sha256": "s",
-                                                                        "inputs": {"width": width}}))
-        (path / "run.json").write_text(json.dumps({"profile": "cpu", "seed": 0}))
-        (path / "dense_metrics.json").write_text(json.dumps({"test_accuracy": dense, "parameters": 1000}))
-        pd.DataFrame({"strategy": list(steps.STRATEGIES), "acc_finetuned": finetuned, "params_kept_pct": 30.0,
-                      "conv_weights_kept_pct": 12.0}).to_csv(path / "results.csv", index=False)
-        pd.DataFrame({"layer": [f"conv{i}" for i in range(12)], **{s: chosen for s in steps.STRATEGIES}}).to_csv(
-            path / "sparsities.csv", index=False)
-        return path
-
-    narrow = fake_run(tmp_path / "cpu", 0.25, 0.84, [82.0, 81.0, 80.0], 0.6)
-    assert width_markdown(narrow, tmp_path / "missing") == "(no wider run committed)"
-    wide = fake_run(tmp_path / "cpu-w0.5", 0.5, 0.87, [86.0, 85.0, 83.0], 0.7)
-    text = width_markdown(narrow, wide)
-    # drops: width 0.25 2.0 / 3.0 / 4.0, width 0.5 1.0 / 2.0 / 4.0
-    assert "fine-grained +1.0, kernel +1.0, filter +0.0" in text
-    assert "| fine-grained | 0.5 | 87.0 | 30.0 | 12.0 | 86.0 | 1.0 |" in text
-    assert "| conv0 | 0.6 -> 0.7 | 0.6 -> 0.7 | 0.6 -> 0.7 |" in text
-
-
 def test_strip_plot_figures_redraw_identically_and_leave_numpy_random_alone():
     import io
 
@@ -459,13 +390,12 @@ def test_strip_plot_figures_redraw_identically_and_leave_numpy_random_alone():
     assert np.random.random() == after_first  # the caller's random stream is untouched
 
 
-def test_the_readme_blocks_show_only_what_this_code_would_reuse(tmp_path, monkeypatch):
-    from pruning_utils import staleness, summary
+def test_a_changed_masking_rule_makes_exactly_its_results_not_current(tmp_path, monkeypatch):
+    from pruning_utils import staleness
 
     run = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False, **TINY)
     steps.table2(run)
     steps.chosen_sparsities(run)
-    before = summary.table2_markdown(run.run_dir)
     real = steps.mask_inputs  # a new masking rule for kernel pruning, as the emptied-filter rule was
     monkeypatch.setattr(steps, "mask_inputs", lambda s: {**real(s), "rule": 2} if s == "kernel" else real(s))
     read_only = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False,
@@ -473,31 +403,3 @@ def test_the_readme_blocks_show_only_what_this_code_would_reuse(tmp_path, monkey
     currency = {run.run_dir: staleness.stale_results(read_only, staleness.TABLE1_COLUMNS | staleness.TABLE2_ROWS)}
     assert [k for k, why in currency[run.run_dir].items() if why != staleness.CURRENT] == ["Table 1 kernel",
                                                                                          "Table 2 kernel"]
-    rows = {line.split(" | ")[0].strip("| "): line for line in summary.table2_markdown(run.run_dir, currency).splitlines()}
-    old_rows = {line.split(" | ")[0].strip("| "): line for line in before.splitlines()}
-    assert "not current" in rows["kernel"] and "not current" not in rows["filter"]
-    assert rows["filter"] == old_rows["filter"] and rows["fine-grained"] == old_rows["fine-grained"]
-    table1 = summary.table1_markdown(run.run_dir, currency).splitlines()
-    kernel_ours = table1[0].split(" | ").index("kernel ours")
-    assert all(line.split(" | ")[kernel_ours] == "not current" for line in table1[2:])
-    note = summary.not_current_markdown(currency, {"seed 0": run.run_dir})
-    assert "- seed 0: Table 1 kernel, Table 2 kernel (sensitivity (kernel): inputs changed: rule)" in note
-    assert summary.not_current_markdown({run.run_dir: {"Table 2 kernel": staleness.CURRENT}}, {"x": run.run_dir}) == ""
-
-    # A row recomputed after results.csv was written (its step not run since): the row's own artifact is shown.
-    row = json.loads((run.run_dir / "table2_filter.json").read_text())
-    (run.run_dir / "table2_filter.json").write_text(json.dumps({**row, "acc_finetuned": 12.34}))
-    shown = summary._per_seed({0: run.run_dir}, "results.csv", currency=currency).set_index("strategy")
-    assert shown.at["filter", "acc_finetuned"] == 12.34 and "kernel" not in shown.index
-    assert shown.at["fine-grained", "acc_finetuned"] == pd.read_csv(run.run_dir / "results.csv").set_index(
-        "strategy").at["fine-grained", "acc_finetuned"]
-
-
-def test_the_head_check_prose_reads_the_last_epoch_of_each_head():
-    check = pd.DataFrame({"head": ["original", "original", "this profile", "this profile"],
-                          "dropout": [0.5, 0.5, 0.0, 0.0], "head_init": ["normal", "normal", "kaiming", "kaiming"],
-                          "epoch": [1, 2, 1, 2], "val_acc": [15.0, 21.24, 40.0, 52.96]})
-    text = prose.head_check_prose(check)
-    assert "2 epochs" in text and "52.96" not in text
-    assert "53.0% validation accuracy with this profile's head (dropout 0, He-normal init)" in text
-    assert "21.2% with the original's (dropout 0.5, N(0, 0.01) init)" in text

@@ -8,7 +8,7 @@ import torch
 from pruning_utils.compact import compact, compaction_error, kept_channels
 from pruning_utils.counting import count_remaining_parameters
 from pruning_utils.data import to_float
-from pruning_utils.evaluation import copy_model
+from pruning_utils.masks import copy_model
 from pruning_utils.masks import layer_masks, make_permanent, prune_model
 from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
 

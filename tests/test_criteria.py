@@ -9,13 +9,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 from pruning_utils.criteria import (
-    NORMS,
+    ALIASES,
+    CRITERIA,
     STRATEGIES,
-    check_norm,
     check_sparsities,
     check_sparsity,
     check_strategy,
     expand_to_weight,
+    get_criterion,
     keep_highest,
     make_mask,
     removed_units,
@@ -150,21 +151,34 @@ def test_units_removed_rounds_half_to_even_and_allows_empty_weights():
         units_removed(0.6, 1)
 
 
-def test_unknown_strategy_and_norm_list_valid_ones():
+def test_unknown_strategy_and_criterion_list_valid_ones():
     with pytest.raises(ValueError, match="'channel'.*fine-grained, kernel, filter"):
         make_mask(torch.randn(4, 4, 3, 3), 0.5, "channel")
     with pytest.raises(ValueError, match="'channel'.*fine-grained, kernel, filter"):
         check_strategy("channel")
-    with pytest.raises(ValueError, match=r"'hessian'.*2, 1, 'random', 'taylor'"):
+    with pytest.raises(ValueError, match=r"criterion 'hessian'.*L2, L1, random, Taylor \(or 2, 1, 'taylor'\)"):
         make_mask(torch.randn(4, 4, 3, 3), 0.5, "filter", norm="hessian")
-    with pytest.raises(ValueError, match="needs a per-weight importance"):
+    with pytest.raises(ValueError, match="'Taylor' needs a per-weight importance"):
         make_mask(torch.randn(4, 4, 3, 3), 0.5, "filter", norm="taylor")
-    with pytest.raises(ValueError, match="norm 3"):
-        check_norm(3)
+    for bad in (3, True, None, "l2"):  # True == 1 is not the alias of L1
+        with pytest.raises(ValueError, match=f"unknown criterion {bad!r}"):
+            get_criterion(bad)
     for strategy in STRATEGIES:
         check_strategy(strategy)
-    for norm in NORMS:
-        check_norm(norm)
+
+
+def test_the_study_compares_the_four_criteria_and_old_spellings_name_them():
+    assert list(CRITERIA) == ["L2", "L1", "random", "Taylor"]  # the committed run's order: its keys follow it
+    assert {name: sorted(c.needs) for name, c in CRITERIA.items()} == {
+        "L2": [], "L1": [], "random": ["generator"], "Taylor": ["importance"]}
+    for alias, name in ALIASES.items():
+        assert get_criterion(alias) is get_criterion(name) is CRITERIA[name]
+    weight, imp = torch.randn(8, 4, 3, 3), torch.rand(8, 4, 3, 3)
+    for strategy in STRATEGIES:
+        assert torch.equal(make_mask(weight, 0.5, strategy, norm=2), make_mask(weight, 0.5, strategy, norm="L2"))
+        assert torch.equal(make_mask(weight, 0.5, strategy, norm=1), make_mask(weight, 0.5, strategy, norm="L1"))
+        assert torch.equal(make_mask(weight, 0.5, strategy, norm="taylor", importance=imp),
+                           make_mask(weight, 0.5, strategy, norm="Taylor", importance=imp))
 
 
 def test_check_sparsities_names_the_layer_and_the_value():

@@ -10,7 +10,7 @@ from pruning_utils.compact import compact
 from pruning_utils.counting import count_multiply_adds_masked, count_remaining_parameters
 from pruning_utils.latency import LATENCY_COLUMNS, cpu_model, latency_table, speed_verdict
 from pruning_utils.masks import prune_model
-from pruning_utils.prose import latency_prose
+from pruning_utils.tables import speed_table
 from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
 
 
@@ -111,11 +111,10 @@ def _latency_rows(masked_ms: tuple[float, float, float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LATENCY_COLUMNS)
 
 
-def test_latency_prose_says_which_speed_ups_exceed_the_spread():
-    text = latency_prose(_latency_rows((8.0, 7.0, 9.5)))
-    assert "**kernel (masked)**" in text and "1.25x (batch 1, within the rounds' spread)" in text
-    assert "2.50x (batch 256, faster beyond the rounds' spread)" in text  # the compacted model
-    assert "None of the masked models is faster than the dense model beyond the rounds' spread." in text
-    text = latency_prose(_latency_rows((6.0, 5.5, 6.5)))
-    assert "None of the masked models" not in text
-    assert "computing as much: kernel (masked) at batch 1, kernel (masked) at batch 256" in text
+def test_speed_table_gives_each_speed_up_and_whether_it_exceeds_the_rounds_spread():
+    table = speed_table(_latency_rows((8.0, 7.0, 9.5)))  # 10 / 8 = 1.25x, spreads 9-11 and 7-9.5 overlap
+    assert table.loc[("kernel (masked)", 1)].tolist() == [1.25, "within spread"]
+    assert table.loc[("filter (compacted)", 256)].tolist() == [2.5, "faster"]  # 4.5 < 9
+    assert "dense" not in table.index.get_level_values("model")
+    table = speed_table(_latency_rows((12.0, 11.5, 12.5)))  # slowest round of dense 11 < fastest masked 11.5
+    assert table.loc[("kernel (masked)", 256)].tolist() == [0.83, "slower"]

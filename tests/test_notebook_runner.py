@@ -88,7 +88,7 @@ def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):
             break
     report.wait()
     assert not (run_dir / "notebooks" / "01_train.ipynb").exists() and not (run_dir / "dense.pt").exists()
-    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "dense: computing (missing dense.pt)" in again.stdout and "dense epoch 4/4" in again.stdout
     assert (run_dir / "dense.pt").exists() and (run_dir / "notebooks" / "01_train.ipynb").exists()
@@ -97,7 +97,7 @@ def test_a_report_killed_during_training_finishes_when_started_again(tmp_path):
 def test_a_second_report_into_a_busy_run_directory_is_refused(tmp_path, lock_holder):
     lock_holder(tmp_path)
     result = subprocess.run([sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir",
-                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "is in use by another process" in result.stderr
     assert not (tmp_path / "notebooks").exists() or not any((tmp_path / "notebooks").iterdir())
 
@@ -195,3 +195,56 @@ def test_the_nbval_sanitizer_drops_the_numbers_and_keeps_the_tables_structure():
     assert _sanitized(amd) != _sanitized(amd + "multiply-adds (M) 5.93\n")  # a row more
     assert _sanitized("conv11    0.5  -1.2e-05") == "conv11NN"  # names keep their digits
     assert _sanitized("<td>99.7</td>") == _sanitized("<td>100.0</td>")  # the HTML of tables too
+
+
+def _checkout_copy(tmp_path):
+    """Another checkout of the project: this package and a one-cell notebook 01_train that records which
+    pruning_utils its kernel imports."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "pruning_utils", other / "pruning_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", other)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import pathlib, pruning_utils\n"
+                                          "pathlib.Path('imported.txt').write_text(pruning_utils.__file__)")]
+    (other / "notebooks").mkdir()
+    nbformat.write(nb, other / "notebooks" / "01_train.ipynb")
+    return other
+
+
+def test_the_reports_kernels_import_the_package_of_the_checkout_it_runs_in(tmp_path):
+    """Two checkouts sharing one virtualenv, whose editable install points at this one: a report started in the
+    other checkout imports the other's package (its working directory comes first on sys.path), and so must its
+    notebooks' kernels, which start in notebooks/ where only the virtualenv's install would find a package."""
+    other = _checkout_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = ("from pathlib import Path\nimport pruning_utils\nfrom pruning_utils.report import run_notebooks\n"
+              "print(pruning_utils.__file__)\nrun_notebooks(Path('run').resolve(), {}, ('01_train',), stream=False)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=other, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0] == str(other / "pruning_utils" / "__init__.py")  # the report's own package
+    assert (other / "notebooks" / "imported.txt").read_text() == str(other / "pruning_utils" / "__init__.py")
+    assert (other / "run" / "notebooks" / "01_train.ipynb").exists() and not (ROOT / "run").exists()
+
+
+def test_a_report_that_imports_another_checkouts_package_is_refused(tmp_path):
+    """Started from the other checkout's notebooks/, python -m finds only the virtualenv's package (this one)."""
+    other = _checkout_copy(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, cwd=other / "notebooks", env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: this is the checkout {other}, but Python imports pruning_utils from {ROOT / 'pruning_utils'}" in (
+        done.stderr)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_report_into_a_run_directory_that_cannot_be_written_is_refused_with_the_way_out(tmp_path):
+    (tmp_path / "file").write_text("")
+    run_dir = tmp_path / "file" / "run"
+    done = subprocess.run([sys.executable, "-m", "pruning_utils.report", "--profile", "smoke", "--run-dir",
+                           str(run_dir), "--seeds", "0 1"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: run directory {run_dir} cannot be written" in done.stderr and "another run directory" in done.stderr

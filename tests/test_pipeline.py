@@ -235,27 +235,26 @@ def test_a_clone_retrains_the_models_the_same_and_keeps_what_was_computed_from_t
     status = _status(run)
     assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
     assert status["table2"] == "reused"  # retrained on this machine, the models are byte-identical
-    assert not any("came out different" in e["why"] for e in run.events)
+    assert not any("computed from another" in e["why"] for e in run.events)
     after = _bytes(run_dir)
     assert all(after[name] == data for name, data in before.items() if name == "run.json" or not spec_for(name).timed)
 
 
-def test_a_model_that_comes_out_different_drops_what_was_computed_from_it(run_dir, monkeypatch):
+def test_a_model_that_comes_out_different_recomputes_what_read_it(run_dir, monkeypatch):
     run = _open(run_dir)
     steps.weight_distributions(run)
     _without_models(run_dir)
+    pruned = json.loads((run_dir / "provenance" / "pruned_filter.pt.json").read_text())["sha256"]
     monkeypatch.setattr(steps, "recover", _nudged(steps.recover))
     run = _open(run_dir)
     steps.seven_models(run)
     results = steps.table2(run)
-    status, why = _status(run), {e["step"]: e["why"] for e in run.events}
-    assert status["prune_finetune (filter)"] == "computed" and status["prune_finetune (kernel)"] == "reused"
-    assert "finetuned_filter.pt came out different" in why["prune_finetune (filter)"]
-    assert "pruned_filter.pt came" not in why["prune_finetune (filter)"]  # pruning alone is reproduced exactly
-    assert "3 results computed from it were dropped" in why["prune_finetune (filter)"]
-    assert status["table2"] == "computed" and why["table2"] == "missing results.csv"  # dropped, then remade
-    for name in ("weight_stats.csv", "weight_histograms.json"):  # they read the old models
-        assert not (run_dir / "provenance" / f"{name}.json").exists()
+    steps.weight_distributions(run)
+    computed = {e["step"]: e["why"] for e in run.events if e["status"] == "computed"}
+    assert computed == {"prune_finetune (filter)": "missing pruned_filter.pt",  # the kernel and fine-grained: reused
+                        **{s: "computed from another finetuned_filter.pt"  # they read the old model
+                           for s in ("table2", "weight_stats", "weight_histograms")}}
+    assert json.loads((run_dir / "provenance" / "pruned_filter.pt.json").read_text())["sha256"] == pruned  # exact
     assert results.equals(pd.DataFrame([run.load_json(f"table2_{s}.json") for s in steps.STRATEGIES]))
 
 
@@ -291,7 +290,7 @@ def test_a_histogram_not_current_in_a_clone_remakes_the_models_and_comes_out_the
     assert (run_dir / "finetuned_filter.pt").exists()
 
 
-def test_a_recomputation_killed_halfway_still_knows_the_content_it_replaces(run_dir, monkeypatch):
+def test_a_recomputation_killed_halfway_still_recomputes_what_read_the_old_content(run_dir, monkeypatch):
     _without_models(run_dir)
     real = steps.recover
 
@@ -301,29 +300,24 @@ def test_a_recomputation_killed_halfway_still_knows_the_content_it_replaces(run_
     monkeypatch.setattr(steps, "recover", killed)
     with pytest.raises(KeyboardInterrupt):
         steps.seven_models(_open(run_dir))
-    provenance = run_dir / "provenance"
-    assert not (provenance / "finetuned_filter.pt.json").exists()  # not done
-    assert (provenance / "finetuned_filter.pt.json.old").exists()  # what it was, set aside
+    assert not (run_dir / "provenance" / "finetuned_filter.pt.json").exists()  # not done
     monkeypatch.setattr(steps, "recover", _nudged(real))
     run = _open(run_dir)
     steps.table2(run)
-    assert _status(run)["table2"] == "computed"
-    assert not list(provenance.glob("*.old"))  # the finished step removed what it set aside
+    assert {e["step"]: e["why"] for e in run.events if e["status"] == "computed"} == {
+        "prune_finetune (filter)": "missing pruned_filter.pt",
+        "table2": "computed from another finetuned_filter.pt"}  # its record names the content it read
 
 
-def test_a_dense_model_that_comes_out_different_drops_every_result_and_the_point_caches(run_dir, monkeypatch):
-    (run_dir / "points").mkdir()
-    (run_dir / "points" / "frontier.csv").write_text("point\n")  # points key on the dense model by hash
+def test_a_dense_model_that_comes_out_different_recomputes_every_result(run_dir, monkeypatch):
     (run_dir / "dense.pt").unlink()
     monkeypatch.setattr(steps, "train", _nudged(steps.train))
     run = _open(run_dir)
-    steps.chosen_sparsities(run)
-    assert set(_status(run).values()) == {"computed"}  # the scans and Table 1 are remade from the new model
-    assert "dense.pt came out different" in run.events[0]["why"]
-    assert not (run_dir / "points").exists()
-    provenance = run_dir / "provenance"
-    assert not (provenance / "table2_kernel.json.json").exists()  # read the dense model
-    assert not (provenance / "results.csv.json").exists()  # read only Table 2's rows: dropped through them
+    steps.table2(run)
+    computed = {e["step"]: e["why"] for e in run.events if e["status"] == "computed"}
+    assert computed.pop("dense") == "missing dense.pt" and computed.pop("table2").startswith("computed from another")
+    assert computed == {f"{step} ({s})": "computed from another dense.pt" for step in ("sensitivity", "prune_finetune")
+                        for s in steps.STRATEGIES}
 
 
 def test_a_checkpoint_of_another_seed_is_refused_naming_it(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import torch
 
 from pruning_utils.config import Recipe, get_profile
 from pruning_utils.criteria import STRATEGIES
-from pruning_utils.evaluation import copy_model, evaluate, recalibrate_batchnorm, train_mode_accuracy
-from pruning_utils.masks import layer_masks, prune_model
+from pruning_utils.evaluation import evaluate, recalibrate_batchnorm, train_mode_accuracy
+from pruning_utils.masks import copy_model, layer_masks, prune_model
 from pruning_utils.model import CONV_NAMES, conv_layers
 from pruning_utils.recovery import (
     RecoverySettings,

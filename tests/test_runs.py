@@ -74,3 +74,57 @@ def test_code_version_of_a_copied_tree_is_the_stated_commit(monkeypatch):
     assert code_version() == "abc1234-copy"  # a copy's own .git may name another commit: the launcher's word wins
     monkeypatch.delenv("PRUNING_CODE_VERSION")
     assert code_version() != "abc1234-copy"
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_with_the_way_out(tmp_path):
+    """A finished run made read-only: the lock, the first thing a computing step takes, names the directory and
+    the way out instead of ending in a raw OSError. Skipped where the OS lets this user write there anyway (root
+    ignores a directory's mode); the next test needs no permissions."""
+    from pruning_utils.runs import RunDirectoryError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("")  # left by the run that made it, and still writable itself
+    run_dir.chmod(0o555)
+    try:
+        try:
+            (run_dir / "probe").write_text("")
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user can write into a read-only directory (root): the OS does not refuse")
+        with pytest.raises(RunDirectoryError, match=rf"run directory {run_dir} cannot be written \(Permission denied\)"
+                                                    rf".*chmod -R u\+w {run_dir}.*another run directory"):
+            with run_lock(run_dir):
+                pass
+    finally:
+        run_dir.chmod(0o755)
+
+
+def test_a_run_directory_that_cannot_be_made_is_refused_with_the_way_out(tmp_path):
+    from pruning_utils.runs import RunDirectoryError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirectoryError, match=r"file/run cannot be written \(.*\).*another run directory"):
+        with run_lock(tmp_path / "file" / "run"):
+            pass
+
+
+def test_a_kernel_in_another_checkout_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Two checkouts sharing one virtualenv: a kernel started in the other checkout's notebooks/ imports the
+    package the virtualenv's editable install points at (this one), which would write its results into this
+    checkout's data/runs. open_run refuses, naming both and the way out."""
+    from pruning_utils.runs import CheckoutMismatchError, check_checkout, project_root, resolve_path
+
+    other = tmp_path / "other"
+    (other / "pruning_utils").mkdir(parents=True)
+    (other / "notebooks").mkdir()
+    (other / "pyproject.toml").write_text("")
+    monkeypatch.chdir(other / "notebooks")
+    package = project_root() / "pruning_utils"
+    with pytest.raises(CheckoutMismatchError, match=rf"checkout {other}, but Python imports pruning_utils from "
+                                                    rf"{package}.*PYTHONPATH={other}"):
+        open_run("smoke", "runs-of-another-checkout")
+    assert not resolve_path("runs-of-another-checkout").exists()
+    check_checkout(project_root() / "notebooks")  # this checkout's own kernels
+    check_checkout(tmp_path)  # outside any checkout: nothing to check

@@ -2,8 +2,9 @@
 
 ``key16`` is the first 16 hex digits of the source's sha256 (see :mod:`.keys`). A file holds the
 decoded tensors plus ``format`` (this module's cache format), the full ``source_key`` and
-``classes``; it is trusted only when both ``format`` and ``source_key`` match, and is written
-atomically, so an interrupted write never leaves a partial file under the cache name.
+``classes``; it is trusted only when its bytes pass the CRC32 checks that ``torch.save`` writes
+(:func:`check_crc`) and both ``format`` and ``source_key`` match, and is written atomically, so an
+interrupted write never leaves a partial file under the cache name.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -25,16 +27,27 @@ def cache_file(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"cifar10-{key[:16]}.pt"
 
 
-def read_cache(cache_dir: Path, key: str) -> dict | None:
-    """The cached decode for ``key``, or None when absent or unreadable (then it is rebuilt).
+def check_crc(path: Path) -> None:
+    """ValueError naming the first entry of the ``torch.save`` file ``path`` (a zip archive) whose bytes
+    fail the CRC32 written beside them: ``torch.load`` does not check it, so a flipped bit in a tensor
+    would load as another value."""
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"{damaged} fails its CRC32 check: the file is damaged")
 
-    An unreadable file warns (UserWarning, attributed to the caller of the caller); a file from
-    another cache format or for another key with the same 16-digit prefix is ignored silently.
+
+def read_cache(cache_dir: Path, key: str) -> dict | None:
+    """The cached decode for ``key``, or None when absent, unreadable or damaged (then it is rebuilt).
+
+    An unreadable or damaged file warns (UserWarning, attributed to the caller of the caller); a file
+    from another cache format or for another key with the same 16-digit prefix is ignored silently.
     """
     path = cache_file(cache_dir, key)
     if not path.is_file():
         return None
     try:
+        check_crc(path)
         cached = torch.load(path, weights_only=True)
     except Exception as exc:  # a damaged cache file is rebuilt, never trusted
         warnings.warn(f"ignoring unreadable cache file {path}: {exc}", stacklevel=3)

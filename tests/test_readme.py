@@ -1,0 +1,292 @@
+"""The README's findings are the committed run's numbers, and its claims hold on them.
+
+The section "What the study found" of README.md holds one table and a few sentences. Every number
+in it is recomputed here from the committed multi-seed run (``data/runs/cpu`` with ``seed-1`` and
+``seed-2``) with pandas, at the rounding the README displays:
+
+- the table is parsed and compared cell by cell with :func:`expected_table`;
+- each number in the sentences sits in one of the phrases of :func:`expected_phrases` (a phrase is
+  a literal piece of a sentence with its numbers formatted from the run, matched with line breaks
+  read as spaces), and a number in the section that no phrase or table cell covers is reported as
+  unchecked.
+
+A run that changes a number fails here until the README says the new one; an edit of a number in
+the README fails too (:func:`test_the_checker_fails_on_each_changed_number`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pruning_utils.latency import speed_verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "data" / "runs" / "cpu"
+README = ROOT / "README.md"
+HEADING = "## What the study found"
+NUMBER = re.compile(r"(?<![\w.#-])\d(?:[\d,]*\d)?(?:\.\d+)?")  # not the 2 of L2, fp32, #33 or seed-2
+NAMES = ("Table 1", "Table 2", "#33", "Renda et al. 2020")  # numbers that name things, not findings
+
+
+# --- the committed run, read with pandas ---------------------------------------------------------
+
+
+def seed_dirs(run_dir: Path) -> dict[int, Path]:
+    """The study's runs by seed: ``run_dir`` for its own seed, ``run_dir/seed-<n>`` for the others."""
+    own = json.loads((run_dir / "run.json").read_text())["seed"]
+    seeds = json.loads((run_dir / "study.json").read_text())["seeds"]
+    return {s: run_dir if s == own else run_dir / f"seed-{s}" for s in seeds}
+
+
+def per_seed(run_dir: Path, name: str) -> pd.DataFrame:
+    """``name`` of every seed's run, one frame with a ``seed`` column."""
+    frames = []
+    for seed, path in seed_dirs(run_dir).items():
+        frame = (pd.DataFrame([json.loads((path / name).read_text())]) if name.endswith(".json")
+                 else pd.read_csv(path / name))
+        frames.append(frame.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load(run_dir: Path) -> dict[str, pd.DataFrame]:
+    dense = per_seed(run_dir, "dense_metrics.json")
+    results = per_seed(run_dir, "results.csv")
+    dense_pct = results["seed"].map(dense.set_index("seed")["test_accuracy"] * 100)
+    methods = per_seed(run_dir, "recovery_methods.csv")
+    return {"dense": dense, "results": results.assign(drop=dense_pct - results["acc_finetuned"]), "methods": methods,
+            "latency": pd.read_csv(run_dir / "latency.csv"), "criteria": pd.read_csv(run_dir / "criteria.csv"),
+            "iterative": pd.read_csv(run_dir / "iterative.csv")}
+
+
+def mean_sd(values: pd.Series) -> str:
+    """``"82.1 ± 0.3"``: mean and sample sd (ddof=1) over the seeds, to 0.1."""
+    return f"{values.mean():.1f} ± {values.std():.1f}"
+
+
+def one(values: pd.Series):
+    """The single value all of ``values`` share (an assumption of a phrase, checked)."""
+    assert values.nunique() == 1, f"expected one value, got {sorted(values.unique())}"
+    return values.iloc[0]
+
+
+# --- what the README must say --------------------------------------------------------------------
+
+
+def expected_table(run: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The findings table: Table 2 and LR rewinding as mean ± sd over the seeds, one row per strategy."""
+    results, methods = run["results"], run["methods"]
+    epochs, method_epochs = one(results["finetune_epochs"]), one(methods["epochs"])
+    columns = {"conv_weights_kept_pct": "% conv weights left", "acc_pruned": "after pruning (%)",
+               "acc_recalibrated": "after BN recalibration (%)",
+               "acc_finetuned": f"after fine-tuning, {epochs} epochs (%)", "drop": "drop from dense (points)"}
+    strategies = list(dict.fromkeys(results["strategy"]))
+    by_strategy = results.groupby("strategy")
+    table = pd.DataFrame({label: [mean_sd(by_strategy.get_group(s)[column]) for s in strategies]
+                          for column, label in columns.items()}, index=pd.Index(strategies, name="strategy"))
+    rewinding = methods[methods["method"] == "LR rewinding"].groupby("strategy")["acc_finetuned"]
+    table[f"LR rewinding, {method_epochs} epochs (%)"] = [mean_sd(rewinding.get_group(s)) for s in strategies]
+    return table
+
+
+def triple(frame: pd.DataFrame, column: str, strategies: list[str]) -> str:
+    """``"77.3 / 71.4 / 70.2"``: ``column`` per strategy (mean over rows), in ``strategies``' order."""
+    means = frame.groupby("strategy")[column].mean()
+    return " / ".join(f"{means[s]:.1f}" for s in strategies)
+
+
+def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
+    """Every piece of the findings' sentences that holds a number, formatted from the run."""
+    from pruning_utils.config import get_profile
+
+    dense, results, methods = run["dense"], run["results"], run["methods"]
+    strategies = list(dict.fromkeys(results["strategy"]))
+    seeds = sorted(dense["seed"])
+    identity = json.loads((RUN / "run.json").read_text())
+    own = identity["seed"]  # the seed of latency.csv, criteria.csv, iterative.csv
+    width = get_profile(identity["profile"]).width
+
+    latency = run["latency"].set_index(["model", "batch_size"])
+    batches = sorted(run["latency"]["batch_size"].unique())
+    small, large = batches[0], batches[-1]
+    masked = [m for m in run["latency"]["model"].unique() if m.endswith("(masked)")]
+    speedups = [speed_verdict(latency.loc[("dense", b)], latency.loc[(m, b)])[0] for m in masked for b in batches]
+    compacted = {b: speed_verdict(latency.loc[("dense", b)], latency.loc[("filter (compacted)", b)])[0] for b in batches}
+    sizes = latency.xs(large, level="batch_size")
+    dense_params, dense_macs = sizes.at["dense", "parameters"], sizes.at["dense", "multiply_adds"]
+
+    criteria = run["criteria"]
+    of = {c: criteria[criteria["criterion"] == c] for c in criteria["criterion"].unique()}
+    random_seeds = of["random"].groupby("strategy")["seed"].nunique()
+
+    iterative = run["iterative"]
+    final = iterative[iterative["round"] == iterative["rounds"]]
+    rounds = sorted(final["rounds"].unique())
+    at = {r: final[final["rounds"] == r] for r in rounds}
+
+    wide = methods.pivot_table(index=["strategy", "seed"], columns="method", values="acc_finetuned")
+    rewinding_gain = wide["LR rewinding"] - wide["one-cycle (Table 2)"]
+    means = methods.groupby(["strategy", "method"])["acc_finetuned"].mean().unstack()
+    distillation_gap = (means["distillation"] - means["one-cycle (Table 2)"]).abs().max()
+    epochs = one(methods["epochs"])
+
+    return [
+        # the run
+        f"the VGG at width {width:g}, {one(dense['parameters']):,} parameters, {one(dense['epochs'])} dense epochs",
+        f"mean ± sd over seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]} unless marked \"seed {own}\"",
+        f"The dense model reaches {mean_sd(dense['test_accuracy'] * 100)}%",
+        # what the masked count leaves out
+        f"seed {own}'s has {sizes.at['filter (compacted)', 'parameters']:,} parameters, "
+        f"{100 * sizes.at['filter (compacted)', 'parameters'] / dense_params:.1f}% of the dense model's against "
+        f"{100 * sizes.at['filter (masked)', 'parameters'] / dense_params:.1f}% counted under its mask",
+        f"computes {100 * sizes.at['filter (compacted)', 'multiply_adds'] / dense_macs:.0f}% of the dense "
+        f"multiply-adds against {100 * sizes.at['filter (masked)', 'masked_multiply_adds'] / dense_macs:.0f}%",
+        # real speed
+        f"(seed {own}, `latency.csv`",
+        f"the {len(masked)} masked models run at {min(speedups):.2f}x to {max(speedups):.2f}x the dense model's speed",
+        f"runs {compacted[small]:.2f}x as fast at batch {small} and {compacted[large]:.2f}x at batch {large}",
+        # criteria
+        f"(seed {own}, `criteria.csv`",
+        f"{one(criteria['finetune_epochs'])} fine-tuning epoch",
+        f"L2 norm {triple(of['L2'], 'acc_finetuned', strategies)}%",
+        f"L1 {triple(of['L1'], 'acc_finetuned', strategies)}%",
+        f"Taylor importance {triple(of['Taylor'], 'acc_finetuned', strategies)}%",
+        f"random {triple(of['random'], 'acc_finetuned', strategies)}% (mean of {one(random_seeds)} random masks)",
+        # one shot vs iterative
+        f"(seed {own}, `iterative.csv`",
+        f"{one(iterative['rounds'] * iterative['finetune_epochs'])} fine-tuning epochs in all",
+        *[f"in {r} round{'s' if r > 1 else ''} {triple(at[r], 'acc_after_round', strategies)}%" for r in rounds],
+        # recovery
+        f"`recovery_methods.csv`, {epochs} epochs each",
+        f"the dense recipe's last {epochs} epochs",
+        f"by {rewinding_gain.min():.1f} to {rewinding_gain.max():.1f} points",
+        f"within {distillation_gap:.1f} points of one-cycle",
+    ]
+
+
+# --- the checker ---------------------------------------------------------------------------------
+
+
+def findings_section(readme: str) -> str:
+    """The text from the findings heading to the next ``## `` heading."""
+    start = readme.index(HEADING + "\n")
+    end = readme.find("\n## ", start + len(HEADING))
+    return readme[start:end if end != -1 else len(readme)]
+
+
+def table_lines(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def parse_table(section: str) -> pd.DataFrame:
+    """The section's markdown table as strings, indexed by its first column."""
+    lines = table_lines(section)
+    if len(lines) < 3:
+        return pd.DataFrame()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    header, rows = cells[0], cells[2:]
+    return pd.DataFrame([r[1:] for r in rows], columns=header[1:],
+                        index=pd.Index([r[0] for r in rows], name=header[0]))
+
+
+def number_spans(text: str) -> list[tuple[int, int]]:
+    """Where the numbers of ``text`` are, names (:data:`NAMES`) left out."""
+    for name in NAMES:
+        text = text.replace(name, " " * len(name))
+    return [m.span() for m in NUMBER.finditer(text)]
+
+
+def mismatches(readme: str, run: dict[str, pd.DataFrame]) -> list[str]:
+    """What the README's findings say that the run does not: table cells, missing phrases, and
+    numbers that nothing checks. Empty when all agree."""
+    section = findings_section(readme)
+    problems = []
+    shown, expected = parse_table(section), expected_table(run)
+    if list(shown.columns) != list(expected.columns) or list(shown.index) != list(expected.index):
+        problems.append(f"table: README has columns {list(shown.columns)} and rows {list(shown.index)}, "
+                        f"the run gives {list(expected.columns)} and {list(expected.index)}")
+    else:
+        for row in expected.index:
+            for column in expected.columns:
+                if shown.at[row, column] != expected.at[row, column]:
+                    problems.append(f"table {row!r}, {column!r}: README {shown.at[row, column]!r}, "
+                                    f"run {expected.at[row, column]!r}")
+    prose = " ".join(" ".join(line for line in section.splitlines() if not line.startswith("|")).split())
+    checked = [False] * len(prose)
+    for phrase in expected_phrases(run):
+        if phrase not in prose:
+            problems.append(f"not in the README's findings: {phrase!r}")
+        for m in re.finditer(re.escape(phrase), prose):
+            checked[m.start():m.end()] = [True] * (m.end() - m.start())
+    for start, end in number_spans(prose):
+        if not all(checked[start:end]):
+            context = prose[max(0, start - 30):end + 30]
+            problems.append(f"unchecked number {prose[start:end]!r} in ...{context}...")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def run() -> dict[str, pd.DataFrame]:
+    return load(RUN)
+
+
+def test_the_readme_findings_are_the_committed_runs_numbers(run):
+    assert mismatches(README.read_text(), run) == []
+
+
+def test_the_checker_fails_on_each_changed_number(run):
+    """Every number of the findings (table cells included) is checked: changing any one digit fails."""
+    readme = README.read_text()
+    start = readme.index(HEADING)
+    section = findings_section(readme)
+    spans = number_spans(section)
+    assert len(spans) > 50  # the table's cells and the sentences' numbers
+    for first, end in spans:
+        at = start + end - 1  # the number's last digit
+        changed = readme[:at] + str((int(readme[at]) + 1) % 10) + readme[at + 1:]
+        assert mismatches(changed, run), f"not checked: {section[first:end]!r} in {section[first - 40:end + 20]!r}"
+
+
+def test_the_checker_reports_an_unchecked_number(run):
+    readme = README.read_text()
+    added = readme.replace(HEADING + "\n", HEADING + "\n\nPruning makes it 3.5x better.\n", 1)
+    problems = mismatches(added, run)
+    assert len(problems) == 1 and problems[0].startswith("unchecked number '3.5' in"), problems
+
+
+def test_the_readme_claims_hold_on_the_committed_run(run):
+    """The findings' words, asserted on the numbers, so a run that contradicts them fails."""
+    results = run["results"].groupby("strategy")[["acc_pruned", "acc_recalibrated", "acc_finetuned"]].mean()
+    # fine-grained keeps the most accuracy; chance level right after pruning, BatchNorm recalibration
+    # gives part of it back, fine-tuning most of the rest
+    assert results["acc_finetuned"].idxmax() == "fine-grained"
+    assert run["results"]["acc_pruned"].max() < 12.0
+    assert (results["acc_recalibrated"] > results["acc_pruned"]).all()
+    assert (results["acc_finetuned"] > results["acc_recalibrated"]).all()
+    # masked models no faster (within the rounds' spread); the compacted filter model faster beyond it
+    latency = run["latency"].set_index(["model", "batch_size"])
+    for model, batch in latency.index:
+        if model != "dense":
+            verdict = speed_verdict(latency.loc[("dense", batch)], latency.loc[(model, batch)])[1]
+            assert verdict == ("faster" if model == "filter (compacted)" else "within spread"), (model, batch)
+    masked = run["latency"][run["latency"]["model"].str.endswith("(masked)")]
+    dense_macs = latency.loc[("dense", 1), "multiply_adds"]
+    assert (masked["multiply_adds"] == dense_macs).all() and (masked["masked_multiply_adds"] < dense_macs).all()
+    # magnitude (L2, L1) beats Taylor importance and random masks after fine-tuning
+    acc = run["criteria"].groupby(["strategy", "criterion"])["acc_finetuned"].mean().unstack()
+    assert (acc[["L2", "L1"]].min(axis=1) > acc[["Taylor", "random"]].max(axis=1)).all()
+    # one shot beats iterative at equal epochs: fewer rounds, higher final accuracy
+    final = run["iterative"].query("round == rounds").pivot(index="strategy", columns="rounds",
+                                                            values="acc_after_round")
+    assert final.apply(lambda r: r.is_monotonic_decreasing and r.is_unique, axis=1).all()
+    # LR rewinding beats one-cycle on every seed and strategy; the constant rate is the worst on average
+    wide = run["methods"].pivot_table(index=["strategy", "seed"], columns="method", values="acc_finetuned")
+    assert (wide["LR rewinding"] > wide["one-cycle (Table 2)"]).all()
+    means = wide.groupby("strategy").mean()
+    assert (means.idxmax(axis=1) == "LR rewinding").all() and (means.idxmin(axis=1) == "constant rate").all()
+    # the data is the JPEG copy, as the README says
+    assert run["dense"]["data"].str.startswith("CIFAR-10, JPEG copy").all()

@@ -1,0 +1,33 @@
+"""The notebooks' display tables that their stated findings are checked on, against hand-worked frames."""
+
+import pandas as pd
+
+from pruning_utils.tables import at_smallest_budget, most_sensitive, most_sensitive_across_seeds
+
+
+def _scan(accuracies: dict[str, list[float]], strategy: str = "filter", seed: int = 0) -> pd.DataFrame:
+    rows = [{"strategy": strategy, "seed": seed, "layer": layer, "sparsity": s, "accuracy": a}
+            for layer, accs in accuracies.items() for s, a in zip((0.0, 0.5, 0.9), accs)]
+    return pd.DataFrame(rows)
+
+
+def test_most_sensitive_names_the_lowest_layer_at_the_sparsity_and_counts_layers_never_below_the_threshold():
+    scan = _scan({"conv0": [0.8, 0.3, 0.2], "conv1": [0.8, 0.6, 0.55], "conv2": [0.8, 0.7, 0.4]})
+    table = most_sensitive({"filter": scan}, sparsity=0.5, threshold=0.5)
+    assert table.loc["filter"].tolist() == ["conv0", 30.0, 1]  # only conv1 stays >= 0.5 up to 0.9
+
+
+def test_most_sensitive_across_seeds_has_a_column_per_seed():
+    scans = pd.concat([_scan({"conv0": [0.8, 0.3, 0.2], "conv5": [0.8, 0.4, 0.1]}, seed=0),
+                       _scan({"conv0": [0.8, 0.5, 0.2], "conv5": [0.8, 0.4, 0.1]}, seed=1),
+                       _scan({"conv0": [0.8, 0.2, 0.2], "conv5": [0.8, 0.9, 0.1]}, "kernel", seed=0)])
+    table = most_sensitive_across_seeds(scans)
+    assert table.index.tolist() == ["filter", "kernel"]
+    assert table.loc["filter"].tolist() == ["conv0", "conv5"] and table.at["kernel", 0] == "conv0"
+
+
+def test_at_smallest_budget_reads_each_allocation_at_its_smallest_budget():
+    front = pd.DataFrame({"strategy": ["kernel"] * 4, "allocation": ["uniform", "uniform", "guided", "guided"],
+                          "budget": [0.5, 0.1, 0.1, 0.5], "acc_finetuned": [80.0, 20.0, 60.0, 81.0]})
+    table = at_smallest_budget(front)
+    assert table.loc["kernel", "uniform"] == 20.0 and table.loc["kernel", "guided"] == 60.0
