@@ -29,15 +29,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .data.cache import write_atomic
 from .data.keys import sha256_file
 
 MIGRATE = "python -m pruning_utils.artifacts --migrate RUN_DIR"  # brings an older run directory to this format
@@ -144,15 +143,6 @@ def step_key(step: str, inputs: dict) -> str:
     if step not in STEP_VERSIONS:
         raise KeyError(f"unknown step {step!r}; steps: {', '.join(STEP_VERSIONS)}")
     return digest({"step": step, "version": STEP_VERSIONS[step], "inputs": canonical(inputs)})
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -9,14 +9,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .artifacts import ArtifactError, write_atomic
+from .artifacts import ArtifactError
+from .data.cache import save_atomic  # noqa: F401 (models are saved with it)
 from .masks import masked_parameters
 from .model import VGG16
-
-
-def save_atomic(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`pruning_utils.artifacts.write_atomic`)."""
-    write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def save_model(model: VGG16, path: str | os.PathLike, **meta) -> Path:

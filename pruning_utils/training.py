@@ -31,7 +31,7 @@ from .config import Recipe
 from .data import augment_batch
 from .data.cache import check_crc
 from .evaluation import autocast, evaluate, pick_device, prepare_batch, resolve_precision
-from .model_files import save_atomic
+from .data.cache import save_atomic
 
 
 class CheckpointError(RuntimeError):

@@ -19,6 +19,21 @@ import torch
 
 from .splits import CLASSES
 
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``: an interrupted
+    write never leaves a partial file under ``path``'s name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`write_atomic`)."""
+    write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+
 _CACHE_FORMAT = 1  # bump when the cached content or the decoding changes
 
 
