@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from .counting import count_multiply_adds_masked, count_remaining_parameters
-from .masks import copy_model
-from .masks import make_permanent
+from .masks import copy_model, make_permanent
 from .model import count_multiply_adds
 
 LATENCY_COLUMNS = [

@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from .config import Recipe
 from .data import augment_batch
-from .data.cache import check_crc
+from .data.cache import check_crc, save_atomic
 from .evaluation import autocast, evaluate, pick_device, prepare_batch, resolve_precision
-from .data.cache import save_atomic
 
 
 class CheckpointError(RuntimeError):

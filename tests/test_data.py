@@ -248,7 +248,7 @@ def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
     write_tree(tmp_path / "tree", "png")
 
     def failing_save(obj, f):
-        f.write(b"half a file")
+        Path(f).write_bytes(b"half a file")  # torch.save is given the temporary file's path
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)

@@ -10,7 +10,6 @@ interrupted write never leaves a partial file under the cache name.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,21 +19,27 @@ import torch
 from .splits import CLASSES
 
 
+_CACHE_FORMAT = 1  # bump when the cached content or the decoding changes
+
+
 def write_atomic(path: Path, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``: an interrupted
-    write never leaves a partial file under ``path``'s name."""
+    write never leaves a partial file under ``path``'s name (on an error the temporary file is removed
+    and the error propagates)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_atomic(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically (:func:`write_atomic`)."""
     write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
-
-_CACHE_FORMAT = 1  # bump when the cached content or the decoding changes
 
 
 def cache_file(cache_dir: Path, key: str) -> Path:
@@ -75,19 +80,8 @@ def read_cache(cache_dir: Path, key: str) -> dict | None:
 
 
 def write_cache(cache_dir: Path, key: str, decoded: dict) -> dict:
-    """Save ``decoded`` with its key, atomically (a temp file in ``cache_dir``, then ``os.replace``).
-
-    Creates ``cache_dir`` if needed and returns the record as saved. On any failure the temp file
-    is removed and the error propagates.
-    """
+    """Save ``decoded`` with its key, atomically (:func:`save_atomic`; ``cache_dir`` is created if
+    needed) and return the record as saved."""
     record = {**decoded, "format": _CACHE_FORMAT, "source_key": key, "classes": list(CLASSES)}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".cifar10-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-        os.replace(tmp, cache_file(cache_dir, key))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomic(record, cache_file(cache_dir, key))
     return record
