@@ -12,16 +12,18 @@ Configurations, each changing one thing (the ablation):
 2. + channels_last (timed on a sample of points, scaled to all points)
 3. + the batch the study scans with (the profile's ``eval_batch_size``; likewise)
 4. + our method at the same settings (every point): ``method-only`` = 3 / 4 in fp32
-5. + bf16 autocast, the precision the study scans in (every point)
+5. + bf16 autocast (every point), where the run computes in bf16 (the cpu profile on a CPU with
+   AVX512-BF16). Where this CPU emulates bf16, ours is 4, in fp32, and the benchmark says so.
 
-``identical`` compares every accuracy of naive and ours at the same precision, in fp32 (1 vs 4)
-and in bf16 (naive bf16, every point, vs 5). The scan's floor is the multiply-adds our method
-must do (prefix once per layer and batch, the rest of the network once per masked point, the
-dense model once; masked layers are not compacted) at this machine's bf16 matmul peak measured
-in the same run; ``limit: <p>%`` is that floor over our time.
+``identical`` compares every accuracy of naive and ours at the same precision: in fp32 (1 vs 4),
+and in bf16 where it runs (naive bf16, every point, vs 5). The scan's floor is the multiply-adds
+our method must do (prefix once per layer and batch, the rest of the network once per masked
+point, the dense model once; masked layers are not compacted) at this machine's matmul peak in
+our precision, measured in the same run; ``limit: <p>%`` is that floor over our time.
 
-Default: the cpu profile's model (width 0.25) and validation split (5,000 images of the
-CIFAR-10 JPEG copy), the filter criterion, and the run's trained dense model, obtained through
+Default: the cpu profile's model (width 0.25), the first 2,000 images of its validation split
+(of the CIFAR-10 JPEG copy, where that is the source; ``--images 0`` takes all 5,000, which on an
+AVX2-only CPU takes longer than 10 minutes), the filter criterion, and the run's trained dense model, obtained through
 the run (``data/runs/<profile>``): reused when its stored key matches, trained first (with a
 message) when it is missing or stale, or refused with ``--no-train``. Never random weights.
 Writes a JSON record to ``data/benchmarks/``. Last line: ``speedup: <ratio>x, identical: <bool>``.
@@ -39,7 +41,7 @@ import torch
 
 from pruning_utils.artifacts import step_key
 from pruning_utils.criteria import unit_scores
-from pruning_utils.latency import cpu_model, matmul_peak
+from pruning_utils.latency import cpu_model, machine_slug, matmul_peak, native_bf16
 from pruning_utils.model import CONV_NAMES, conv_layers, multiply_adds_of
 from pruning_utils.runs import code_version, open_run, resolve_path
 from pruning_utils.sensitivity import scan_sensitivity, scan_sensitivity_naive
@@ -70,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--strategy", default="filter", choices=("fine-grained", "kernel", "filter"))
-    parser.add_argument("--images", type=int, default=0, help="use the first N validation images (0 = all)")
+    parser.add_argument("--images", type=int, default=2000, help="use the first N validation images (0 = all)")
     parser.add_argument("--run-dir", default="", help="the run whose dense model is scanned (default data/runs/<profile>)")
     parser.add_argument("--no-train", action="store_true", help="refuse, instead of training, when the run has no "
                         "current dense model")
@@ -80,7 +82,8 @@ def main() -> None:
     parser.add_argument("--sample-every", type=int, default=5,
                         help="configurations 2-3 are timed on every N-th point and scaled to all points")
     parser.add_argument("--data-source", default=None)
-    parser.add_argument("--record", default="data/benchmarks/sensitivity_scan.json", help="where the JSON record goes")
+    parser.add_argument("--record", default="", help="where the JSON record goes "
+                        "(default: data/benchmarks/sensitivity_scan/<this machine>.json)")
     args = parser.parse_args()
 
     run = open_run(args.profile, args.run_dir or None, data_source=args.data_source, progress=True)
@@ -104,8 +107,11 @@ def main() -> None:
     print(f"model: width {profile.width}, {weights}; images: {len(x)} ({data.source}); strategy: {args.strategy}; "
           f"{points} points; torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}", flush=True)
 
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GMAC/s, bf16 {peak['bf16'] / 1e9:.0f} GMAC/s", flush=True)
+    # the precision the study scans this run in, unless this CPU emulates it (then timing it would time the emulation)
+    precision = "fp32" if run.precision != "bf16" or not native_bf16() else "bf16"
+    peak = matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
+    print(f"matmul peak: {precision} {peak / 1e9:.0f} GMAC/s; ours runs in {precision}"
+          + ("" if precision == "bf16" else " (this CPU emulates bf16: no bf16 configuration)"), flush=True)
 
     def naive(precision, channels_last, batch, layers=CONV_NAMES):
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -138,39 +144,44 @@ def main() -> None:
     t_naive_same = t * scale
     line(f"+ batch {args.fast_batch}", t_naive_same, sample_note)
     ours_fp32, t_ours_fp32 = ours("fp32")
-    line("+ our method (prefix reuse, mask swap)", t_ours_fp32, "every point")
-    ours_bf16, t_ours = ours("bf16")
-    line("+ bf16 autocast (the study's precision) = ours", t_ours, "every point")
-    naive_bf16, t_naive_bf16 = naive("bf16", True, args.fast_batch)
-    print(f"  (naive at bf16, channels_last, batch {args.fast_batch}, for the bf16 identity check: {t_naive_bf16:.1f} s)")
+    line("+ our method (prefix reuse, mask swap)" + (" = ours" if precision == "fp32" else ""), t_ours_fp32, "every point")
+    identical = {"fp32": naive_fp32["accuracy"].tolist() == ours_fp32["accuracy"].tolist()}
+    method_only = {"fp32": t_naive_same / t_ours_fp32}
+    t_ours, t_naive_bf16 = t_ours_fp32, None
+    if precision == "bf16":
+        ours_bf16, t_ours = ours("bf16")
+        line("+ bf16 autocast (the study's precision) = ours", t_ours, "every point")
+        naive_bf16, t_naive_bf16 = naive("bf16", True, args.fast_batch)
+        print(f"  (naive at bf16, channels_last, batch {args.fast_batch}, for the bf16 identity check: {t_naive_bf16:.1f} s)")
+        identical["bf16"] = naive_bf16["accuracy"].tolist() == ours_bf16["accuracy"].tolist()
+        method_only["bf16"] = t_naive_bf16 / t_ours
 
-    identical_fp32 = naive_fp32["accuracy"].tolist() == ours_fp32["accuracy"].tolist()
-    identical_bf16 = naive_bf16["accuracy"].tolist() == ours_bf16["accuracy"].tolist()
-    identical = identical_fp32 and identical_bf16
     macs = scan_multiply_adds(model, args.strategy, grid, len(x))
-    floor = macs / peak["bf16"]
+    floor = macs / peak
     ratio = t_naive / t_ours
-    method_only = {"fp32": t_naive_same / t_ours_fp32, "bf16": t_naive_bf16 / t_ours}
     record = {
         "benchmark": "sensitivity_scan",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name, "width": profile.width, "strategy": args.strategy, "images": len(x),
         "data": data.source, "weights": weights, "points": points,
-        "naive_batch": args.naive_batch, "ours_batch": args.fast_batch, "ours_precision": "bf16",
+        "naive_batch": args.naive_batch, "ours_batch": args.fast_batch, "ours_precision": precision,
+        "native_bf16": native_bf16(),
         "ablation": lines, "naive_seconds": t_naive, "ours_seconds": t_ours, "speedup": ratio,
         "method_only": method_only, "naive_bf16_seconds": t_naive_bf16,
-        "identical": identical, "identical_fp32": identical_fp32, "identical_bf16": identical_bf16,
-        "scan_multiply_adds": macs, "matmul_peak_mac_per_s": peak, "floor_seconds": floor, "limit": floor / t_ours,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+        "identical": all(identical.values()), "identical_by_precision": identical,
+        "scan_multiply_adds": macs, "matmul_peak_mac_per_s": {precision: peak}, "floor_seconds": floor,
+        "limit": floor / t_ours, "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
         "machine": platform.machine(), "code_version": code_version(),
     }
-    out = resolve_path(args.record)
+    out = resolve_path(args.record or f"data/benchmarks/sensitivity_scan/{machine_slug()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"identical in fp32: {identical_fp32}, in bf16: {identical_bf16}; record: {out}")
-    print(f"floor: {floor:.1f} s ({macs / 1e12:.2f} T multiply-adds at the bf16 peak); limit: {100 * floor / t_ours:.0f}%")
-    print(f"method-only: {method_only['bf16']:.2f}x (bf16; fp32: {method_only['fp32']:.2f}x, naive timed on a sample)")
-    print(f"speedup: {ratio:.2f}x, identical: {identical}")
+    print("identical " + ", ".join(f"in {p}: {same}" for p, same in identical.items()) + f"; record: {out}")
+    print(f"floor: {floor:.1f} s ({macs / 1e12:.2f} T multiply-adds at this machine's {precision} peak); "
+          f"limit: {100 * floor / t_ours:.0f}%")
+    print(f"method-only: {method_only[precision]:.2f}x ({precision}"
+          + (f"; fp32: {method_only['fp32']:.2f}x" if precision == "bf16" else "") + ", naive timed on a sample)")
+    print(f"speedup: {ratio:.2f}x, identical: {record['identical']}")
 
 
 if __name__ == "__main__":

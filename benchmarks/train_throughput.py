@@ -12,16 +12,18 @@ CIFAR-10 training images (the JPEG copy when that is the source found). Models: 
 VGG (8.39M parameters) and the cpu profile's width-0.25 model.
 
 Between the two, one line per configuration changes one thing at a time (ablation): the tensor
-data pipeline (fp32, NCHW), then channels_last, then bf16 autocast (= ours), each with its
-images/s, the ratio to the line before and to the original; one more line times our step under
-``torch.compile`` (inductor, which fuses BatchNorm and ReLU; the study does not use it), and one
-says where our step's time goes (``torch.profiler``: convolutions, BatchNorm, ReLU, max-pool,
-other) and at what fraction of the bf16 peak the convolutions alone run: the ceiling of the
-step's efficiency with these kernels. The run also measures this
-machine's matmul peak (fp32 and bf16, 2048x2048 products, best of repeated timings) and prints
-``efficiency <model>: <p>% of bf16 peak``: multiply-adds per second achieved by our training step
-(3x the forward pass's multiply-adds per image, a standard count for forward + backward) over
-that peak. Ends with ``speedup <model>: <ratio>x`` per model and writes a JSON record to
+data pipeline (fp32, NCHW), then channels_last, then bf16 autocast (= ours) where the study trains
+in bf16 on this CPU (on a CPU that emulates bf16 ours is fp32 channels_last, and no bf16 line is
+timed), each with its images/s, the ratio to the line before and to the original; one more line
+times our step under ``torch.compile`` (inductor, which fuses BatchNorm and ReLU; the study does
+not use it), and one says where our step's time goes (``torch.profiler``: convolutions,
+BatchNorm, ReLU, max-pool, other), at what fraction of this machine's peak (in our precision) the
+convolutions alone run, and at what fraction of that convolutions-alone rate the whole step runs.
+The run measures this machine's matmul peak (fp32, and bf16 where the CPU computes it natively;
+best of repeated timings) and prints ``efficiency <model>: <p>% of this machine's <precision>
+peak``: multiply-adds per second achieved by our training step (3x the forward pass's
+multiply-adds per image, a standard count for forward + backward) over the peak of the precision
+it trains in. Ends with ``speedup <model>: <ratio>x`` per model and writes a JSON record to
 ``data/benchmarks/``.
 """
 
@@ -45,8 +47,8 @@ from torchvision import transforms
 from pruning_utils.config import get_profile
 from pruning_utils.data import augment_batch, load_splits
 from pruning_utils.model import VGG16, count_multiply_adds
-from pruning_utils.runs import code_version, resolve_path
-from pruning_utils.latency import cpu_model, matmul_peak
+from pruning_utils.runs import code_version, resolve_data_source, resolve_path
+from pruning_utils.latency import cpu_model, machine_slug, matmul_peak, native_bf16
 from pruning_utils.cpu_probe import PROBE_FILE, training_precision
 from pruning_utils.evaluation import autocast, prepare_batch
 
@@ -161,14 +163,13 @@ def time_breakdown(model, x, y, batch_size: int, steps: int, precision: str) -> 
     """Seconds per training step of ours (channels_last, ``precision``) spent in each of
     :data:`OP_GROUPS` and in ``other`` (everything else: optimizer, augmentation, loss, autograd
     bookkeeping), from ``torch.profiler``'s self CPU time of the aten ops, over ``steps`` profiled
-    steps after two unprofiled ones; ``total`` is their sum."""
+    steps after one unprofiled one; ``total`` is their sum."""
     from torch.profiler import ProfilerActivity, profile
 
     step = TensorStep(model, x, y, batch_size, precision)
-    for i in range(2):
-        step(i)
+    step(0)
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(2, 2 + steps):
+        for i in range(1, 1 + steps):
             step(i)
     seconds = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
     for event in prof.key_averages():
@@ -182,23 +183,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=0, help="timed steps per measurement (0: per model default)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--data-source", default=None)
     args = parser.parse_args()
 
-    data = load_splits(args.data_source, cache_dir=resolve_path("data/cache"), val_size=0)
+    data = load_splits(resolve_data_source(args.data_source), cache_dir=resolve_path("data/cache"), val_size=0)
     cpu = get_profile("cpu")
-    models = {"full-width": (1.0, args.steps or 4), f"width-{cpu.width}": (cpu.width, args.steps or 20)}
+    # few steps, so that the whole benchmark stays within 10 minutes on a 2-core CPU without native bf16 (one
+    # full-width step of 512 images takes about 15 s there)
+    models = {"full-width": (1.0, args.steps or 2), f"width-{cpu.width}": (cpu.width, args.steps or 12)}
     needed = max(steps for _, steps in models.values()) + args.warmup
     x, y = data.train_x[: needed * args.batch_size], data.train_y[: needed * args.batch_size]
     print(f"data: {data.source}; batch {args.batch_size}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GMAC/s, bf16 {peaks['bf16'] / 1e9:.0f} GMAC/s", flush=True)
-    # the precision the study trains in on this CPU (measured and cached by the probe of cpu_probe)
+    # the precision the study trains in on this CPU (measured and cached by the probe of cpu_probe): fp32 where
+    # bf16 is emulated; peaks only of the precisions this CPU computes natively (an emulated peak means nothing)
     ours_precision = training_precision(cpu.width, cpu.batch_size, resolve_path("data/cache") / PROBE_FILE)
-    configurations = [("tensor pipeline, fp32, NCHW", "fp32", False), ("+ channels_last", "fp32", True),
-                      (f"+ {ours_precision} autocast (ours)", ours_precision, True)]
+    peaks = {"fp32": matmul_peak(torch.float32), **({"bf16": matmul_peak(torch.bfloat16)} if native_bf16() else {})}
+    print("matmul peak: " + ", ".join(f"{p} {v / 1e9:.0f} GMAC/s" for p, v in peaks.items())
+          + ("" if native_bf16() else " (this CPU emulates bf16: not measured)") + f"; ours trains in {ours_precision}",
+          flush=True)
+    configurations = [("tensor pipeline, fp32, NCHW", "fp32", False), ("+ channels_last", "fp32", True)]
+    if ours_precision == "fp32":
+        configurations[-1] = ("+ channels_last (ours, fp32)", "fp32", True)
+    else:
+        configurations.append((f"+ {ours_precision} autocast (ours)", ours_precision, True))
+    peak = peaks[ours_precision]
     results = {}
     for name, (width, steps) in models.items():
         macs = count_multiply_adds(VGG16(width=width))
@@ -216,7 +226,7 @@ def main() -> None:
                   flush=True)
             previous = rate
         ours = lines[-1]["img_per_s"]
-        efficiency = ours * 3 * macs / peaks["bf16"]
+        efficiency = ours * 3 * macs / peak
         torch.manual_seed(0)
         compiled, compile_seconds = time_compiled(VGG16(width=width), x, y, args.batch_size, steps, args.warmup,
                                                   ours_precision)
@@ -224,17 +234,19 @@ def main() -> None:
               f"(step), x{compiled / original:.2f} (cumulative); compiling took {compile_seconds:.0f} s", flush=True)
         torch.manual_seed(0)
         breakdown = time_breakdown(VGG16(width=width), x, y, args.batch_size, min(steps, 5), ours_precision)
-        conv_efficiency = args.batch_size * 3 * macs / breakdown["convolutions"] / peaks["bf16"]
+        conv_efficiency = args.batch_size * 3 * macs / breakdown["convolutions"] / peak
+        conv_share = breakdown["convolutions"] / breakdown["total"]  # the step's rate over the convolutions-alone rate
         print("  where our step's time goes (profiler): " + ", ".join(
             f"{g} {100 * breakdown[g] / breakdown['total']:.0f}%" for g in [*OP_GROUPS, "other"])
-            + f"; the convolutions alone run at {100 * conv_efficiency:.0f}% of the bf16 peak, so a step that "
-            f"spent nothing elsewhere would reach that", flush=True)
+            + f"; the convolutions alone run at {100 * conv_efficiency:.0f}% of this machine's {ours_precision} "
+            f"peak, and the whole step at {100 * conv_share:.0f}% of the convolutions-alone rate", flush=True)
         results[name] = {"width": width, "steps": steps, "forward_multiply_adds": macs,
                          "original_img_per_s": original, "ablation": lines, "ours_img_per_s": ours,
                          "ours_precision": ours_precision, "speedup": ours / original,
-                         "efficiency_of_bf16_peak": efficiency,
+                         "efficiency_of_peak": efficiency, "peak_precision": ours_precision,
                          "compiled_img_per_s": compiled, "compile_seconds": compile_seconds,
-                         "step_seconds_by_op_group": breakdown, "convolutions_efficiency_of_bf16_peak": conv_efficiency,
+                         "step_seconds_by_op_group": breakdown, "convolutions_efficiency_of_peak": conv_efficiency,
+                         "step_over_convolutions_alone": conv_share,
                          "epoch_seconds_ours_45k": 45000 / ours,
                          "peak_process_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     record = {"benchmark": "train_throughput", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -243,12 +255,12 @@ def main() -> None:
               "threads": torch.get_num_threads(), "cpu": cpu_model(),
               "machine": platform.machine(),
               "code_version": code_version()}
-    out = resolve_path("data/benchmarks") / "train_throughput.json"
+    out = resolve_path("data/benchmarks/train_throughput") / f"{machine_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {out}")
     for name, r in results.items():
-        print(f"efficiency {name}: {100 * r['efficiency_of_bf16_peak']:.0f}% of bf16 peak")
+        print(f"efficiency {name}: {100 * r['efficiency_of_peak']:.0f}% of this machine's {ours_precision} peak")
     for name, r in results.items():
         print(f"speedup {name}: {r['speedup']:.2f}x")
 

@@ -34,7 +34,7 @@ import torch
 
 from .artifacts import write_text_atomic
 from .evaluation import predict
-from .latency import cpu_model
+from .latency import cpu_model, machine_inputs, matmul_peak, native_bf16
 from .model import VGG16
 
 PROBE_VERSION = 1
@@ -42,12 +42,39 @@ PROBE_FILE = "cpu_probe.json"  # in data/cache
 PROBE_ENV_VAR = "PRUNING_CPU_PROBES"  # "0": no probe runs (precision and evaluation batch)
 MARGIN = 0.10  # fp32 must be this much faster (fraction of bf16's step time) to be chosen
 PROBE_STEPS = 3  # timed steps per precision, after one warm-up step
+SLOW_PRECISION_ENV_VAR = "PRUNING_SLOW_PRECISION"  # "1": compute a bf16 run's steps even where bf16 is emulated
+
+
+class SlowPrecisionError(RuntimeError):
+    """A step must be computed in a precision this CPU only emulates (bf16 without AVX512-BF16)."""
+
+
+def precision_is_fast(precision: str, device: torch.device) -> bool:
+    """False only for bf16 on a CPU that emulates it (:func:`pruning_utils.latency.native_bf16`)."""
+    return precision != "bf16" or device.type != "cpu" or native_bf16()
+
+
+def check_precision_is_fast(precision: str, device: torch.device, what: str, run_dir: Path) -> None:
+    """Refuse to compute ``what`` of the run in ``run_dir`` in bf16 on a CPU that emulates bf16, with
+    the cost measured here and the choices; ``PRUNING_SLOW_PRECISION=1`` computes it anyway. A run
+    keeps the precision it was made in (``run.json``), so its stored results stay reusable on every
+    machine; only computing in it can crawl."""
+    if precision_is_fast(precision, device) or os.environ.get(SLOW_PRECISION_ENV_VAR) == "1":
+        return
+    fp32, bf16 = (matmul_peak(dtype, n=512, repeats=1, seconds=0.2) for dtype in (torch.float32, torch.bfloat16))
+    raise SlowPrecisionError(
+        f"{what} must be computed, and the run {run_dir} computes in bf16 (its run.json), which this CPU "
+        f"({cpu_model()}) only emulates: a matrix product runs at {bf16 / 1e9:.1f} GMAC/s in bf16 against "
+        f"{fp32 / 1e9:.1f} in fp32 here ({fp32 / bf16:.0f}x slower). Choose: "
+        f"compute it on a CPU with AVX512-BF16 (or a GPU); or make a run of your own, which this CPU makes in "
+        f"fp32 and computes from scratch (PRUNING_RUN_DIR=data/runs/<name> make report ...); or compute it here "
+        f"in bf16 anyway, slowly ({SLOW_PRECISION_ENV_VAR}=1).")
 
 
 def probe_key(width: float, batch_size: int) -> dict:
     """What the probe's answer depends on."""
-    return {"version": PROBE_VERSION, "cpu": cpu_model(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "width": width, "batch_size": batch_size}
+    return {"version": PROBE_VERSION, **machine_inputs(), "torch": torch.__version__, "width": width,
+            "batch_size": batch_size}
 
 
 def step_seconds(precision: str, width: float, batch_size: int, steps: int = PROBE_STEPS) -> list[float]:
@@ -105,7 +132,7 @@ def training_precision(width: float, batch_size: int, cache: Path, measure: Meas
     """``bf16`` or ``fp32`` for training (and evaluating) a ``width`` model at ``batch_size`` on
     this CPU: from ``cache`` when it holds this machine's answer, else probed (about a second or
     two) and stored there. A damaged or foreign cache file is probed over."""
-    if not torch.cpu._is_avx512_bf16_supported():
+    if not native_bf16():
         return "fp32"
     if os.environ.get(PROBE_ENV_VAR, "1") == "0":
         return "bf16"
@@ -134,8 +161,8 @@ EvalMeasure = Callable[[int, float, str], list[float]]
 
 def eval_probe_key(width: float, precision: str, candidates: list[int]) -> dict:
     """What the evaluation-batch probe's answer depends on."""
-    return {"version": PROBE_VERSION, "probe": "eval_batch", "cpu": cpu_model(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "width": width, "precision": precision, "candidates": candidates}
+    return {"version": PROBE_VERSION, "probe": "eval_batch", **machine_inputs(), "torch": torch.__version__,
+            "width": width, "precision": precision, "candidates": candidates}
 
 
 def eval_seconds(batch_size: int, width: float, precision: str, rounds: int = PROBE_STEPS) -> list[float]:

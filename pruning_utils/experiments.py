@@ -30,9 +30,10 @@ from .criteria import (ALIASES, CRITERIA, STRATEGIES, Criterion, Norm, check_spa
                        unit_scores, units_removed)
 from .importance import taylor_importance
 from .masks import mask_inputs
-from .latency import cpu_model, latency_table
+from .latency import latency_table, machine_inputs
 from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
+from .cpu_probe import precision_is_fast
 from .runs import NotComputed, Run
 from .steps import dense_model, recovery_settings, sensitivity, seven_model_keys, seven_models, strategy_sparsities
 
@@ -365,10 +366,16 @@ LATENCY_ROUNDS = 7  # interleaved rounds of the latency table (its spread is ove
 
 def latency(run: Run, force: bool | None = None) -> pd.DataFrame:
     """CPU latency table of :func:`speed_models` (``latency.csv``), keyed by the models, settings and
-    this CPU; the models are read only when it is measured."""
+    this machine (:func:`pruning_utils.latency.machine_inputs`); the models are read only when it is
+    measured. A run that does not compute here (read-only, or made in bf16 on a CPU that emulates
+    bf16, where the models could not be retrained at a usable speed) shows the table stored for
+    another machine, if that is what there is, and says which machine it was measured on."""
     batch_sizes = (1, 256)
     inputs = {"models": speed_model_keys(run), "batch_sizes": batch_sizes, "repeats": run.profile.latency_repeats,
-              "rounds": LATENCY_ROUNDS, "cpu": cpu_model(), "threads": torch.get_num_threads()}
+              "rounds": LATENCY_ROUNDS, **machine_inputs()}
+    record = run.store.record("latency.csv")
+    if record is not None and not (run.compute and precision_is_fast(run.precision, run.device)):
+        inputs |= {name: record["inputs"].get(name) for name in machine_inputs()}
 
     def compute(key: str) -> None:
         models = speed_models(run)[0]
@@ -377,6 +384,8 @@ def latency(run: Run, force: bool | None = None) -> pd.DataFrame:
         run.save_csv("latency.csv", table)
 
     run.step("latency", ["latency.csv"], inputs, compute, force)
+    run.log(f"latency.csv: measured on {inputs['cpu']}, {inputs['threads']} threads"
+            + ("" if inputs["cpu"] == machine_inputs()["cpu"] else " (not this machine)"))
     return run.load_csv("latency.csv")
 
 

@@ -35,7 +35,7 @@ import torch
 from .artifacts import (ArtifactError, Store, canonical, content_digest, machine_label, spec_for, step_key,
                         write_text_atomic)
 from .config import Profile, get_profile, head_of
-from .cpu_probe import PROBE_FILE, evaluation_batch_size, training_precision
+from .cpu_probe import PROBE_FILE, check_precision_is_fast, evaluation_batch_size, training_precision
 from .data import SOURCE_ENV_VAR, CifarSplits, load_splits
 from .evaluation import pick_device, resolve_precision
 from .latency import cpu_model
@@ -276,6 +276,7 @@ class Run:
         if not self.compute:
             self.events.append({"step": what, "status": "not computed", "key": key, "seconds": 0.0, "why": status})
             raise NotComputed(what, status)
+        check_precision_is_fast(self.precision, self.device, f"{what} ({status})", self.run_dir)
         self.log(f"[step] {what}: computing ({status}) ...")
         started = time.perf_counter()
         with run_lock(self.run_dir):
@@ -394,7 +395,7 @@ def open_run(
         resolve_path("figures") / run_dir.name if inside else run_dir / "figures")
     stored = _check_identity(run_dir, {"profile": name, "seed": seed})
     device = pick_device()
-    source = "synthetic" if settings.data == "synthetic" else _resolve_source_path(data_source)
+    source = "synthetic" if settings.data == "synthetic" else resolve_data_source(data_source)
     data = load_splits(source, cache_dir=resolve_path("data/cache"), val_size=settings.val_size, seed=seed,
                        synthetic_sizes=settings.synthetic_sizes)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -425,7 +426,7 @@ def open_run(
 SHARED_ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"  # the local JPEG copy beside a checkout, as make uses
 
 
-def _resolve_source_path(source: str | None) -> str | None:
+def resolve_data_source(source: str | None) -> str | None:
     """The data source: the argument, else ``$PRUNING_DATA_SOURCE``, else the local archive
     :data:`SHARED_ARCHIVE` when it exists (as ``make`` does), else None (``data/cifar-10-batches-py``
     or an error that says how to provide the data). A relative path is taken relative to the

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pruning_utils import cpu_probe
+from pruning_utils import cpu_probe, latency
 from pruning_utils.cpu_probe import MARGIN, choose, probe_key, training_precision
 
 
@@ -58,7 +58,7 @@ def test_a_damaged_or_foreign_cache_is_probed_over(tmp_path, content):
 def test_another_cpu_gets_its_own_probe(tmp_path, monkeypatch):
     cache = tmp_path / "probe.json"
     training_precision(0.25, 256, cache, measure=FakeTimer(fp32=0.05, bf16=0.1), log=lambda m: None)
-    monkeypatch.setattr(cpu_probe, "cpu_model", lambda: "Another CPU")
+    monkeypatch.setattr(latency, "cpu_model", lambda: "Another CPU")
     timer = FakeTimer(fp32=0.2, bf16=0.1)
     assert training_precision(0.25, 256, cache, measure=timer, log=lambda m: None) == "bf16" and timer.calls == 4
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pruning_utils.compact import compact
+from pruning_utils.latency import native_bf16
 from pruning_utils.masks import masked_parameters
 from pruning_utils.model import count_multiply_adds
 
@@ -102,7 +103,9 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     assert lines[-2].startswith("best runtime (width 0.25, batch 8): ")
     data = json.loads(record.read_text())
     assert data["threads"] == 1 and data["torch"] == torch.__version__ and data["cpu"]
-    assert len(data["results"]) == 2 * len(deployment.MODELS) * len(deployment.RUNTIMES)
+    runtimes = deployment.default_runtimes(native_bf16())  # the bf16 ones only where this CPU computes bf16
+    assert data["settings"]["runtimes"] == runtimes and ("bf16 runtimes left out" in lines[0]) != native_bf16()
+    assert len(data["results"]) == 2 * len(deployment.MODELS) * len(runtimes)
     eager = [r for r in data["results"] if r["runtime"] == "eager-fp32"]
     assert all(r["failure"] is None and len(r["rounds_ms"]) == 2 for r in eager)
     for r in data["results"]:  # every runtime that ran computes the eager fp32 logits (bf16 loosely)
@@ -114,6 +117,11 @@ def test_quick_mode_runs_end_to_end(tmp_path):
     assert summary["mac_ratio"] > 1 and summary["best_runtime"] in lines[-2]
     low, high = summary["speedup_over_mac_ratio_spread"]
     assert low <= summary["speedup_over_mac_ratio"] <= high and f"between {low:.2f} and {high:.2f}" in lines[-2]
+
+
+def test_default_runtimes_leave_bf16_out_where_it_is_emulated():
+    assert deployment.default_runtimes(True) == list(deployment.RUNTIMES)
+    assert deployment.default_runtimes(False) == ["eager-fp32", "compile-fp32", "ort-fp32"]
 
 
 def test_compiled_bf16_runner_with_frozen_batchnorm_matches_eager(filter_models):

@@ -24,11 +24,12 @@ from pruning_utils.experiments import (
     iterative_points,
     run_points,
 )
+from pruning_utils import latency as latency_module
 from pruning_utils.latency import LATENCY_COLUMNS
 from pruning_utils.masks import prune_model
 from pruning_utils.model import CONV_NAMES, VGG16, conv_layers
 from pruning_utils.recovery import RecoverySettings, prune_and_recover
-from pruning_utils.runs import open_run
+from pruning_utils.runs import NotComputed, open_run
 
 SETTINGS = RecoverySettings(Recipe(epochs=1, optimizer="adamw", lr=1e-3), batch_size=100, recalibration_batches=2,
                             eval_batch_size=200, precision="fp32")
@@ -471,3 +472,20 @@ def test_speed_models_and_latency_driver(run, monkeypatch):
     monkeypatch.setattr(experiments, "speed_models", None)  # stored: no model is read
     pd.testing.assert_frame_equal(experiments.latency(reopen()), table)
     assert experiments.compaction_check(reopen(), per_class=5) == check
+    # on another machine: a report that computes measures the table there; a read-only one shows the
+    # stored table as measured where it was (and says so), and still fails when its models changed
+    monkeypatch.setattr(latency_module, "cpu_model", lambda: "Another CPU (family 1 model 2; avx2)")
+    readonly = open_run("smoke", run.run_dir, figures_dir=run.run_dir.parent / "figures", **TINY_RUN,
+                        threshold=0.05, compute=False)
+    pd.testing.assert_frame_equal(experiments.latency(readonly), table)
+    assert readonly.events[-1]["status"] == "reused"
+    with pytest.raises(NotComputed):
+        experiments.latency(open_run("smoke", run.run_dir, figures_dir=run.run_dir.parent / "figures", **TINY_RUN,
+                                     threshold=0.05, compute=False, latency_repeats=4))
+    # a run made in bf16, on a CPU that emulates bf16 (precision_is_fast is False): its models would retrain at
+    # a crawl, so it shows the stored table; where it can compute, it measures
+    monkeypatch.setattr(experiments, "precision_is_fast", lambda precision, device: False)
+    pd.testing.assert_frame_equal(experiments.latency(reopen()), table)
+    monkeypatch.setattr(experiments, "precision_is_fast", lambda precision, device: True)
+    with pytest.raises(TypeError):  # speed_models (None here) is needed
+        experiments.latency(reopen())

@@ -8,7 +8,8 @@ import torch
 
 from pruning_utils.compact import compact
 from pruning_utils.counting import count_multiply_adds_masked, count_remaining_parameters
-from pruning_utils.latency import LATENCY_COLUMNS, cpu_model, latency_table, speed_verdict
+from pruning_utils import cpu_probe, latency
+from pruning_utils.latency import LATENCY_COLUMNS, cpu_model, describe_cpu, latency_table, speed_verdict
 from pruning_utils.masks import prune_model
 from pruning_utils.tables import speed_table
 from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
@@ -96,7 +97,38 @@ def test_cpu_model_names_the_processor():
     except OSError:
         listed = []
     if listed:
-        assert name == listed[0]
+        assert name.startswith(listed[0] + " (")
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 {flags}
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 99
+model\t\t: 99
+model name\t: Another
+flags\t\t: fpu
+"""
+
+
+def test_two_cpus_with_one_marketing_name_are_told_apart(monkeypatch):
+    zen3 = describe_cpu(CPUINFO.format(family=25, model=1, flags="fma avx2"))
+    zen4 = describe_cpu(CPUINFO.format(family=25, model=17, flags="fma avx2 avx512f avx512_bf16"))
+    assert zen3 == "AMD EPYC (AuthenticAMD family 25 model 1; avx2)"  # the first processor's block only
+    assert zen4 == "AMD EPYC (AuthenticAMD family 25 model 17; avx2, avx512f, avx512_bf16)"
+    assert describe_cpu("model name\t: X\n") == "X (unknown vendor family ? model ?; no avx2/avx512f/avx512_bf16/amx_bf16)"
+    # what is keyed by the machine gets different keys: the probe's answers, the latency table
+    # what is keyed by the machine (the probes' answers, the latency table: machine_inputs) is keyed apart
+    keys = []
+    for described in (zen3, zen4):
+        monkeypatch.setattr(latency, "cpu_model", lambda described=described: described)
+        keys.append((latency.machine_inputs(), cpu_probe.probe_key(0.25, 256), cpu_probe.eval_probe_key(0.25, "fp32", [])))
+    assert all(a != b for a, b in zip(*keys)) and keys[1][0]["cpu"] == zen4
 
 
 def _latency_rows(masked_ms: tuple[float, float, float]) -> pd.DataFrame:

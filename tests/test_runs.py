@@ -128,3 +128,34 @@ def test_a_kernel_in_another_checkout_is_refused_before_any_work(tmp_path, monke
     assert not resolve_path("runs-of-another-checkout").exists()
     check_checkout(project_root() / "notebooks")  # this checkout's own kernels
     check_checkout(tmp_path)  # outside any checkout: nothing to check
+
+
+def test_a_bf16_run_refuses_to_compute_where_bf16_is_emulated_and_says_what_it_costs(tmp_path, monkeypatch):
+    from pruning_utils import cpu_probe
+
+    run = open_run("smoke", tmp_path / "run", figures_dir=tmp_path / "f", precision="bf16")
+    assert run.precision == "bf16"
+
+    def compute(key):
+        run.save_json("dense_metrics.json", {"made": key})
+
+    monkeypatch.delenv(cpu_probe.SLOW_PRECISION_ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    with pytest.raises(cpu_probe.SlowPrecisionError) as refused:
+        run.step("dense", ["dense_metrics.json"], {"a": 1}, compute)
+    message = str(refused.value)
+    for words in ("dense (missing", "computes in bf16", "GMAC/s in bf16", "x slower", "PRUNING_RUN_DIR=",
+                  "PRUNING_SLOW_PRECISION=1", run.store.context["cpu"]):
+        assert words in message
+    assert not run.path("dense_metrics.json").exists()
+    monkeypatch.setenv(cpu_probe.SLOW_PRECISION_ENV_VAR, "1")  # the user's choice: compute anyway
+    key = run.step("dense", ["dense_metrics.json"], {"a": 1}, compute)
+    assert run.load_json("dense_metrics.json") == {"made": key}
+    monkeypatch.delenv(cpu_probe.SLOW_PRECISION_ENV_VAR)
+    assert run.step("dense", ["dense_metrics.json"], {"a": 1}, compute) == key  # reusing is never refused
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # a CPU with native bf16
+    run.step("dense", ["dense_metrics.json"], {"a": 2}, compute)
+    fp32 = open_run("smoke", tmp_path / "fp32", figures_dir=tmp_path / "f")  # the smoke profile computes in fp32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    fp32.step("dense", ["dense_metrics.json"], {"a": 1}, lambda key: fp32.save_json("dense_metrics.json", {}) and None)
+    assert fp32.load_json("dense_metrics.json") == {}
