@@ -11,7 +11,7 @@ import nbformat
 import papermill
 import pytest
 
-from pruning_utils.artifacts import REGISTRY
+from pruning_utils.artifacts import REGISTRY, spec_for
 from pruning_utils.criteria import STRATEGIES
 from pruning_utils.report import MULTI_SEED_NOTEBOOKS, NOTEBOOKS, render_html, run_notebooks
 
@@ -70,7 +70,7 @@ def test_a_changed_finetuning_setting_recomputes_what_depends_on_it_and_says_wha
     run_dir, _, before = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    executed = _report(copy, ("02_sensitivity", "03_prune_finetune", "06_beyond"), overrides={"finetune_lr": 0.002})
+    executed = _report(copy, ("03_prune_finetune", "06_beyond"), overrides={"finetune_lr": 0.002})
     after = _records(copy)
     changed = {name for name in after if after[name]["key"] != before[name]["key"]}
     depends = {"results.csv", "compaction_check.json", "latency.csv", "frontier.csv", "criteria.csv", "iterative.csv"} | {
@@ -84,14 +84,21 @@ def test_a_changed_finetuning_setting_recomputes_what_depends_on_it_and_says_wha
     assert "sensitivity (filter)    reused" in logs and "table2  computed" in logs
 
 
-def test_force_rewrites_every_artifact(smoke_run, tmp_path):
+def test_force_rewrites_every_artifact_of_the_notebooks_run_and_no_other(smoke_run, tmp_path):
+    """FORCE=1 recomputes every step the notebooks run call, under the same keys, and leaves the others' results
+    alone. Two notebooks, not the six (each forced notebook takes its steps through the same parameter): the
+    dense model and its head check, and the statistics and histograms drawn from the seven models."""
     run_dir, _, before = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    _report(copy, force=True)
+    forced = ("01_train", "04_weight_dists")
+    _report(copy, notebooks=forced, force=True)
     after = _records(copy)
     assert set(after) == set(before)
-    assert all(after[name]["created"] != before[name]["created"] for name in after)
+    theirs = {name for name in after if spec_for(name).notebook in forced}
+    assert theirs >= {"dense.pt", "head_check.csv", "weight_stats.csv", "weight_histograms.json"}
+    assert all(after[name]["created"] != before[name]["created"] for name in theirs)
+    assert all(after[name]["created"] == before[name]["created"] for name in set(after) - theirs)
     assert all(after[name]["key"] == before[name]["key"] for name in after)  # same inputs, recomputed
 
 
