@@ -10,7 +10,8 @@ Configurations, each changing one thing (the ablation):
 
 1. naive, fp32, NCHW, batch 512 (the original's style; every point timed)
 2. + channels_last (timed on a sample of points, scaled to all points)
-3. + the batch the study scans with (the profile's ``eval_batch_size``; likewise)
+3. + the batch a new run scans with on this machine (the cpu probe's choice among the profile's
+   ``eval_batch_candidates`` and ``eval_batch_size``, cached per machine; likewise)
 4. + our method at the same settings (every point): ``method-only`` = 3 / 4 in fp32
 5. + bf16 autocast (every point), where the run computes in bf16 (the cpu profile on a CPU with
    AVX512-BF16). Where this CPU emulates bf16, ours is 4, in fp32, and the benchmark says so.
@@ -40,6 +41,7 @@ from datetime import datetime, timezone
 import torch
 
 from pruning_utils.artifacts import step_key
+from pruning_utils.cpu_probe import PROBE_FILE, evaluation_batch_size
 from pruning_utils.criteria import unit_scores
 from pruning_utils.latency import cpu_model, machine_slug, matmul_peak, native_bf16
 from pruning_utils.model import CONV_NAMES, conv_layers, multiply_adds_of
@@ -78,7 +80,8 @@ def main() -> None:
                         "current dense model")
     parser.add_argument("--naive-batch", type=int, default=512)
     parser.add_argument("--fast-batch", type=int, default=0,
-                        help="our scan's batch (0: the profile's eval_batch_size, the batch the study scans with)")
+                        help="our scan's batch (0: the batch a new run evaluates in on this machine: the cpu probe's "
+                        "choice among the profile's eval_batch_candidates and eval_batch_size)")
     parser.add_argument("--sample-every", type=int, default=5,
                         help="configurations 2-3 are timed on every N-th point and scaled to all points")
     parser.add_argument("--data-source", default=None)
@@ -88,7 +91,6 @@ def main() -> None:
 
     run = open_run(args.profile, args.run_dir or None, data_source=args.data_source, progress=True)
     profile, data = run.profile, run.data
-    args.fast_batch = args.fast_batch or profile.eval_batch_size
     x, y = data.val_x, data.val_y
     if args.images:
         x, y = x[: args.images], y[: args.images]
@@ -109,6 +111,10 @@ def main() -> None:
 
     # the precision the study scans this run in, unless this CPU emulates it (then timing it would time the emulation)
     precision = "fp32" if run.precision != "bf16" or not native_bf16() else "bf16"
+    if not args.fast_batch:  # large batches of a narrow model can leave the caches: the probe times a few here
+        args.fast_batch = evaluation_batch_size(
+            profile.width, precision, profile.eval_batch_size, profile.eval_batch_candidates,
+            resolve_path("data/cache") / PROBE_FILE) if run.device.type == "cpu" else profile.eval_batch_size
     peak = matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
     print(f"matmul peak: {precision} {peak / 1e9:.0f} GMAC/s; ours runs in {precision}"
           + ("" if precision == "bf16" else " (this CPU emulates bf16: no bf16 configuration)"), flush=True)
