@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .data import augment_batch, to_float
+from .latency import native_bf16
 from .masks import copy_model
 
 
@@ -29,7 +30,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
+        return "bf16" if native_bf16() else "fp32"
     if precision not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"unknown precision {precision!r}; valid: auto, bf16, fp16, fp32")
     if precision == "fp16" and device.type != "cuda":
