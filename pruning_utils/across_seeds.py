@@ -8,8 +8,9 @@ artifacts, so a seed that has finished is reused, and a study stopped halfway re
 stopped.
 
 :func:`mean_spread` turns one row per seed into mean, standard deviation (``ddof=1``), min, max
-and the number of seeds; :func:`exceeds_spread` says whether a difference of two means is larger
-than the seed-to-seed spread of both, the rule the report's prose uses.
+and the number of seeds. Two methods measured on the same seeds are compared on their per-seed
+differences (:func:`paired_difference`: a paired t-test), never on two spreads as if the seeds were
+independent samples.
 """
 
 from __future__ import annotations
@@ -65,16 +66,61 @@ def mean_spread(frame: pd.DataFrame, by: str | list[str], columns: Sequence[str]
     return stats
 
 
-def exceeds_spread(mean_a: float, sd_a: float, mean_b: float, sd_b: float) -> bool:
-    """True if ``|mean_a - mean_b|`` is larger than the sum of the two standard deviations.
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """``a - b`` for two methods measured on the same seeds (``a[i]`` and ``b[i]``: one seed), judged on
+    the per-seed differences with Student's paired t-test.
 
-    A plain rule for a handful of seeds (not a significance test): two results whose means differ
-    by less than their spreads together are called indistinguishable. An undefined sd (one seed)
-    never counts as exceeded.
+    Returns ``n``, the ``mean`` and ``sd`` (ddof=1) of the differences, ``t`` = mean / (sd / sqrt(n)),
+    its two-sided ``p`` (n - 1 degrees of freedom) and the 95% confidence interval of the mean
+    difference (``ci_low``, ``ci_high``). One pair: sd, t, p and the interval are NaN. Differences
+    all equal: sd 0, and p 0 (1 if they are all 0).
     """
-    if any(math.isnan(v) for v in (mean_a, sd_a, mean_b, sd_b)):
-        return False
-    return abs(mean_a - mean_b) > sd_a + sd_b
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired values need two lists of one length, got {len(a)} and {len(b)}")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / len(d)
+    out = {"n": n, "mean": mean, "sd": math.nan, "t": math.nan, "p": math.nan, "ci_low": math.nan,
+           "ci_high": math.nan}
+    if n < 2:
+        return out
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    if sd == 0:
+        return {**out, "sd": 0.0, "t": math.copysign(math.inf, mean) if mean else 0.0, "p": 0.0 if mean else 1.0,
+                "ci_low": mean, "ci_high": mean}
+    t, half = mean / (sd / math.sqrt(n)), t_quantile(0.975, n - 1) * sd / math.sqrt(n)
+    return {**out, "sd": sd, "t": t, "p": t_two_sided_p(t, n - 1), "ci_low": mean - half, "ci_high": mean + half}
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` (integer >= 1) degrees of freedom: the closed forms
+    of Abramowitz & Stegun 26.7.3 (odd df) and 26.7.4 (even df)."""
+    if df < 1 or df != int(df):
+        raise ValueError(f"df must be a positive integer, got {df!r}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2:  # A = 2/pi * (theta + sin(theta) * (cos + 2/3 cos^3 + ...)), ending at cos^(df-2)
+        term, series = math.cos(theta), 0.0
+        for k in range((df - 1) // 2):
+            series += term
+            term *= (2 * k + 2) / (2 * k + 3) * c2
+        inside = 2 / math.pi * (theta + math.sin(theta) * series)
+    else:  # A = sin(theta) * (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...), ending at cos^(df-2)
+        term, series = 1.0, 0.0
+        for k in range(df // 2):
+            series += term
+            term *= (2 * k + 1) / (2 * k + 2) * c2
+        inside = math.sin(theta) * series
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile (0.5 <= q < 1) of Student's t with ``df`` degrees of freedom, by bisection
+    on :func:`t_two_sided_p`."""
+    low, high = 0.0, 1e7
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_two_sided_p(mid, df) > 2 * (1 - q) else (low, mid)
+    return (low + high) / 2
 
 
 def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:

@@ -27,17 +27,19 @@ the compacted model carries no masks, so further training would regrow those zer
 keeps at least one channel. In eval mode the compacted model computes the same function as the
 masked one (up to float rounding).
 
-:mod:`pruning_utils.latency` times the results.
+:func:`effective_counts` counts what a compacted model keeps, from the masks; :func:`sizes` puts it
+beside the masked counts. :mod:`pruning_utils.latency` times the results.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import nn
 
-from .masks import copy_model
-from .masks import make_permanent
-from .model import VGG16, batchnorm_after, conv_layers
+from .counting import conv_weights_kept_pct, count_multiply_adds_masked, output_positions, params_kept_pct
+from .masks import copy_model, layer_masks, make_permanent
+from .model import VGG16, batchnorm_after, conv_layers, count_multiply_adds, count_parameters
 
 
 def _dead_outputs(conv: nn.Conv2d, bn: nn.BatchNorm2d, live_in: torch.Tensor) -> torch.Tensor:
@@ -147,6 +149,59 @@ def compact(model: VGG16) -> VGG16:
     columns = (keep_in[:, None] * area + torch.arange(area, device=keep_in.device)).flatten()
     plain.classifier.fc0 = _sliced_linear_inputs(fc0, columns)
     return plain
+
+
+@torch.no_grad()
+def effective_counts(model: VGG16, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> dict[str, int]:
+    """What ``model`` physically keeps once compacted, counted from its masks.
+
+    A conv weight counts when its mask keeps it, its output channel is kept (:func:`kept_channels`)
+    and so is the input channel it reads: a removed filter takes the next layer's input channel
+    with it, and the last conv's removed channels take their inputs of ``classifier.fc0``. Zeros
+    inside kept filters (fine-grained, kernel masks) do not count, as in the masked counts of
+    :mod:`pruning_utils.counting` (:func:`compact` stores them as dense zeros).
+
+    Returns ``conv_weights``, ``parameters`` (weights, biases, BatchNorm scales and shifts) and
+    ``multiply_adds`` (one forward pass of a batch of ``input_size``), each beside its ``*_dense``
+    count, and per conv layer (``conv0`` ...) its effective weights. For a filter-pruned model these
+    are the compacted model's parameter count and ``torch.utils.flop_counter`` count.
+    """
+    kept, masks, positions = kept_channels(model), layer_masks(model), output_positions(model, input_size)
+    bns = batchnorm_after(model)
+    params, macs = count_parameters(model), count_multiply_adds(model, input_size)
+    counts = {"conv_weights": 0, "conv_weights_dense": 0, "parameters_dense": params, "multiply_adds_dense": macs}
+    live_in = torch.arange(masks["conv0"].shape[1], device=masks["conv0"].device)
+    for name, conv in conv_layers(model).items():
+        weights = int(masks[name][kept[name]][:, live_in].sum())
+        gone = conv.out_channels - len(kept[name])
+        params -= conv.weight.numel() - weights + gone * ((conv.bias is not None) + 2 * bns[name].affine)
+        macs -= (conv.weight.numel() - weights) * positions[name]
+        counts[name] = weights
+        counts["conv_weights"] += weights
+        counts["conv_weights_dense"] += conv.weight.numel()
+        live_in = kept[name]
+    fc0 = model.classifier.fc0
+    removed_inputs = fc0.in_features // conv.out_channels * (conv.out_channels - len(live_in))
+    params -= removed_inputs * fc0.out_features
+    macs -= removed_inputs * fc0.out_features * input_size[0]
+    return {**counts, "parameters": params, "multiply_adds": macs}
+
+
+def sizes(models: dict[str, VGG16]) -> pd.DataFrame:
+    """Per model, % of the dense model's conv weights, parameters and multiply-adds left: *masked*
+    (what the masks keep, Table 2's columns, :mod:`pruning_utils.counting`) beside *effective* (what
+    the compacted model keeps, :func:`effective_counts`)."""
+    rows = {}
+    for name, model in models.items():
+        effective, masked_macs = effective_counts(model), count_multiply_adds_masked(model)
+        rows[name] = {
+            "conv weights, masked %": conv_weights_kept_pct(model),
+            "conv weights, effective %": 100 * effective["conv_weights"] / effective["conv_weights_dense"],
+            "parameters, masked %": params_kept_pct(model),
+            "parameters, effective %": 100 * effective["parameters"] / effective["parameters_dense"],
+            "multiply-adds, masked %": 100 * masked_macs["total"] / masked_macs["total_dense"],
+            "multiply-adds, effective %": 100 * effective["multiply_adds"] / effective["multiply_adds_dense"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 @torch.no_grad()

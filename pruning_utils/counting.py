@@ -7,6 +7,11 @@
   the study means this.
 - ``multiply-adds`` (:func:`count_multiply_adds_masked`): of one forward pass, if masked weights
   were skipped.
+
+These are *masked* counts: a weight counts while its mask keeps it, even where the filter that
+feeds its input channel was removed. What the compacted model physically keeps (a removed filter
+takes the next layer's input channel with it) is the *effective* count,
+:func:`pruning_utils.compact.effective_counts`.
 """
 
 from __future__ import annotations
@@ -76,11 +81,21 @@ def count_multiply_adds_masked(model: nn.Module, input_size: tuple[int, ...] = (
     a sparse kernel that skips masked weights would save, not what a dense kernel does.
     """
     dense = count_multiply_adds(model, input_size)
+    positions = output_positions(model, input_size)
+    counts = {"total": dense, "total_dense": dense}
+    for name, mask in layer_masks(model).items():
+        kept = int(mask.sum()) * positions[name]
+        counts["total"] -= mask.numel() * positions[name] - kept
+        counts[name] = kept
+    return counts
+
+
+def output_positions(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> dict[str, int]:
+    """Per conv layer, how many output positions (images x H_out x W_out) one forward pass of a batch
+    of ``input_size`` computes: each weight is used once per position."""
     positions: dict[str, int] = {}
-    hooks = [
-        conv.register_forward_hook(lambda m, i, o, name=name: positions.__setitem__(name, o.shape[-2] * o.shape[-1]))
-        for name, conv in conv_layers(model).items()
-    ]
+    hooks = [conv.register_forward_hook(lambda m, i, o, name=name: positions.__setitem__(name, o[:, 0].numel()))
+             for name, conv in conv_layers(model).items()]
     was_training = model.training
     model.eval()
     try:
@@ -90,12 +105,7 @@ def count_multiply_adds_masked(model: nn.Module, input_size: tuple[int, ...] = (
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    counts = {"total": dense, "total_dense": dense}
-    for name, mask in layer_masks(model).items():
-        kept = int(mask.sum()) * positions[name] * input_size[0]
-        counts["total"] -= mask.numel() * positions[name] * input_size[0] - kept
-        counts[name] = kept
-    return counts
+    return positions
 
 
 def layer_table(model: nn.Module) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from .counting import count_remaining_parameters, layer_table
 from .criteria import STRATEGIES
 from .distributions import by_model, conv_activations, distribution_stats, histograms
 from .evaluation import evaluate, train_mode_accuracy
-from .masks import conv_weights, copy_model, mask_inputs
+from .masks import conv_weights, copy_model, mask_inputs, prune_model
 from .model import CONV_NAMES, VGG16, count_multiply_adds
 from .model_files import load_model, save_model
 from .recovery import RecoverySettings, prune_and_recover, recover
@@ -224,6 +224,12 @@ def chosen_sparsities(run: Run, force: bool | None = None) -> pd.DataFrame:
 def sparsity_dict(table: pd.DataFrame, strategy: str) -> dict[str, float]:
     """One strategy's column of Table 1 as ``{layer: sparsity}``."""
     return {layer: float(s) for layer, s in zip(table["layer"], table[strategy])}
+
+
+def pruned_model(run: Run, strategy: str) -> VGG16:
+    """The dense model pruned at Table 1's sparsities for ``strategy``: the masks of its Table 2 row,
+    made again in seconds (the stored ``pruned_<strategy>.pt`` is not needed)."""
+    return prune_model(copy_model(dense_model(run)[0]), strategy_sparsities(run, strategy), strategy)
 
 
 def recovery_settings(run: Run, epochs: int | None = None, train_mode: bool = False) -> RecoverySettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .across_seeds import exceeds_spread, format_mean_sd, mean_spread
+from .across_seeds import format_mean_sd, mean_spread, paired_difference
 from .criteria import STRATEGIES
 from .latency import speed_verdict
 from .original import TABLE1, TABLE2
@@ -89,7 +89,7 @@ def table1_across_seeds(table1: pd.DataFrame) -> pd.DataFrame:
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` for a reader: columns of truth values (``met (mean)``, ``beyond the spread``) read
+    """``frame`` for a reader: columns of truth values (``met (mean)``, :data:`PAIRED`) read
     ``yes``/``no`` instead of ``True``/``False``; other columns unchanged. Display only: the prose
     reads the truth values of the frame itself."""
     shown = frame.copy()
@@ -130,9 +130,23 @@ def original_budgets_table(budgets: pd.DataFrame, eval_mode: dict[str, float]) -
     return ours.rename(columns=RESULT_COLUMNS)
 
 
+PAIRED = "paired t: p < 0.05"  # a difference on the same seeds beyond chance (across_seeds.paired_difference)
+
+
+def _paired(a: pd.Series, b: pd.Series) -> dict:
+    """``a - b`` over the seeds (the index) both have: mean ± sd of the per-seed differences, the paired
+    t-test's two-sided p, and whether p < 0.05."""
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    diff = paired_difference(both.iloc[:, 0].tolist(), both.iloc[:, 1].tolist())
+    return {"difference (points)": format_mean_sd(diff["mean"], diff["sd"]), "p": round(diff["p"], 3),
+            PAIRED: bool(diff["p"] < 0.05)}
+
+
 def narrow_table(narrow: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """Pruned (Table 2) against narrow dense networks at equal conv weights / multiply-adds, mean ± sd
-    over the seeds that have narrow networks (Table 2 restricted to the same seeds)."""
+    over the seeds that have narrow networks (Table 2 restricted to the same seeds), and the pruned
+    model minus the narrow network judged on the per-seed differences (each seed's narrow network is
+    matched to that seed's pruned model)."""
     pruned = mean_spread(results[results["seed"].isin(narrow["seed"].unique())], "strategy", ["acc_finetuned"])
     dense = mean_spread(narrow, ["strategy", "matched"], ["test_acc", "width"])
     rows = []
@@ -140,12 +154,12 @@ def narrow_table(narrow: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
         p = pruned.loc[strategy]
         low, high = r[("width", "min")], r[("width", "max")]  # seeds' pruned models may match different widths
         width = f"{low:.3f}" if round(low, 3) == round(high, 3) else f"{low:.3f}-{high:.3f}"
+        mine = narrow[(narrow["strategy"] == strategy) & (narrow["matched"] == matched)].set_index("seed")["test_acc"]
         rows.append({"strategy": strategy, "matched": matched, "narrow width": width,
                      "narrow dense (%)": format_mean_sd(r[("test_acc", "mean")], r[("test_acc", "sd")]),
                      "pruned, fine-tuned (%)": format_mean_sd(p[("acc_finetuned", "mean")], p[("acc_finetuned", "sd")]),
                      "pruned - narrow (points)": round(p[("acc_finetuned", "mean")] - r[("test_acc", "mean")], 1),
-                     "beyond the spread": exceeds_spread(p[("acc_finetuned", "mean")], p[("acc_finetuned", "sd")],
-                                                         r[("test_acc", "mean")], r[("test_acc", "sd")]),
+                     **_paired(results[results["strategy"] == strategy].set_index("seed")["acc_finetuned"], mine),
                      "seeds": int(r[("n", "")])})
     return pd.DataFrame(rows).set_index(["strategy", "matched"])
 
@@ -154,21 +168,22 @@ def methods_across_seeds(methods: pd.DataFrame, dense: pd.DataFrame, targets: di
                          reference: str = "one-cycle (Table 2)") -> pd.DataFrame:
     """The ways to recover (``recovery_methods`` rows with a ``seed`` column) as mean ± sd over seeds,
     per strategy and method: accuracy, drop from each seed's dense model against the target, and the
-    difference to ``reference`` with whether it exceeds both spreads (``dense``: ``seed, test_accuracy``)."""
+    difference to ``reference`` judged on the per-seed differences (``dense``: ``seed, test_accuracy``)."""
     frame = methods.assign(drop=drop_from_dense(methods, dense))
     stats = mean_spread(frame, ["strategy", "method"], ["acc_finetuned", "drop"])
+    by_seed = methods.pivot_table(index=["strategy", "seed"], columns="method", values="acc_finetuned")
     rows = []
     for (strategy, method), r in stats.iterrows():
         ref = stats.loc[(strategy, reference)]
         acc, sd = r[("acc_finetuned", "mean")], r[("acc_finetuned", "sd")]
+        paired = (_paired(by_seed.loc[strategy, method], by_seed.loc[strategy, reference]) if method != reference
+                  else {"difference (points)": "", "p": float("nan"), PAIRED: False})
         rows.append({"strategy": strategy, "method": method, "after recovery (%)": format_mean_sd(acc, sd),
                      "drop from dense (points)": format_mean_sd(r[("drop", "mean")], r[("drop", "sd")]),
                      "target drop": f"<= {targets[strategy]:.1f}",
                      "met (mean)": bool(r[("drop", "mean")] <= targets[strategy]),
                      f"vs {reference} (points)": round(acc - ref[("acc_finetuned", "mean")], 1),
-                     "beyond the spread": method != reference and exceeds_spread(
-                         acc, sd, ref[("acc_finetuned", "mean")], ref[("acc_finetuned", "sd")]),
-                     "seeds": int(r[("n", "")])})
+                     **paired, "seeds": int(r[("n", "")])})
     return pd.DataFrame(rows).set_index(["strategy", "method"])
 
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pruning_utils import across_seeds, recovery_study, report, steps, tables
-from pruning_utils.across_seeds import check_seeds, exceeds_spread, format_mean_sd, mean_spread
+from pruning_utils.across_seeds import (check_seeds, format_mean_sd, mean_spread, paired_difference, t_quantile,
+                                       t_two_sided_p)
 from pruning_utils.model import VGG16, count_multiply_adds
 from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
 from pruning_utils.runs import NotComputed, open_run
@@ -35,10 +36,41 @@ def test_mean_spread_matches_numpy():
     assert stats.at["b", ("n", "")] == 2
 
 
-def test_exceeds_spread_and_format():
-    assert exceeds_spread(80.0, 0.4, 78.0, 0.5)
-    assert not exceeds_spread(80.0, 1.0, 78.5, 0.6)  # 1.5 apart, spreads sum to 1.6
-    assert not exceeds_spread(80.0, math.nan, 70.0, 0.1)  # one seed: never called real
+# Student's t, 97.5% quantiles from printed tables: the two-sided p there is 0.05.
+T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 10: 2.228139, 30: 2.042272}
+
+
+def test_student_t_against_printed_tables_and_closed_forms():
+    for df, t in T_975.items():
+        assert t_two_sided_p(t, df) == pytest.approx(0.05, abs=1e-6), df
+        assert t_quantile(0.975, df) == pytest.approx(t, abs=1e-5), df
+    assert t_two_sided_p(1.0, 1) == pytest.approx(0.5)  # Cauchy: P(|T| >= 1) = 1/2
+    assert t_two_sided_p(-3.0, 2) == pytest.approx(1 - 3 / math.sqrt(11))  # df 2: 1 - |t| / sqrt(2 + t^2)
+    assert t_two_sided_p(0.0, 7) == 1.0
+    with pytest.raises(ValueError, match="positive integer"):
+        t_two_sided_p(1.0, 0)
+
+
+def test_paired_difference_by_hand():
+    """Differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.464 on 2 df, p = 1 - t / sqrt(2 + t^2)."""
+    d = paired_difference([81.0, 82.0, 83.0], [80.0, 80.0, 80.0])
+    t = 2 * math.sqrt(3)
+    assert (d["n"], d["mean"], d["sd"]) == (3, 2.0, 1.0) and d["t"] == pytest.approx(t)
+    assert d["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t)) and d["p"] == pytest.approx(0.0742, abs=1e-4)
+    half = T_975[2] / math.sqrt(3)
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
+    # paired, not pooled: a small steady gain over noisy seeds is clear on the differences
+    steady = paired_difference([82.71, 81.38, 83.33], [82.10, 80.71, 82.62])  # +0.61, +0.67, +0.71
+    assert steady["p"] < 0.01 and abs(steady["mean"] - 0.663) < 1e-3
+    assert paired_difference([1.0, 2.0], [0.0, 1.0])["p"] == 0.0  # every seed the same difference
+    assert paired_difference([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+    one = paired_difference([80.0], [79.0])
+    assert one["mean"] == 1.0 and all(math.isnan(one[k]) for k in ("sd", "t", "p", "ci_low", "ci_high"))
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_format_mean_sd():
     assert format_mean_sd(80.123, 0.456) == "80.1 ± 0.5"
     assert format_mean_sd(80.123, math.nan, 2) == "80.12"
 
@@ -119,26 +151,28 @@ def test_methods_across_seeds_against_a_hand_computed_table():
     rows = [(seed, strategy, method, acc) for seed, shift in ((0, 0.0), (1, 1.0))
             for strategy, base in (("fine-grained", 83.0), ("filter", 80.0))
             for method, gain in (("constant rate", -2.0), ("one-cycle (Table 2)", 0.0), ("LR rewinding", 1.5),
-                                 ("distillation", 0.1))
+                                 ("distillation", 0.1 - 0.2 * seed))  # distillation: +0.1 on seed 0, -0.1 on 1
             for acc in [base + gain + shift]]
     methods = pd.DataFrame(rows, columns=["seed", "strategy", "method", "acc_finetuned"]).assign(epochs=20)
     table = tables.methods_across_seeds(methods, dense, {"fine-grained": 1.0, "filter": 1.5})
     r = table.loc[("fine-grained", "LR rewinding")]
     assert r["after recovery (%)"] == "85.0 ± 0.7" and r["vs one-cycle (Table 2) (points)"] == 1.5
-    assert r["beyond the spread"]  # 1.5 > 0.71 + 0.71
+    # +1.5 on both seeds: the spreads (0.71 each) overlap, the per-seed differences do not vary
+    assert r["difference (points)"] == "1.5 ± 0.0" and r["p"] == 0.0 and r[tables.PAIRED]
     assert r["drop from dense (points)"] == "0.0 ± 0.7" and r["met (mean)"]  # dense 84/86, recovered 84.5/85.5
-    assert not table.loc[("fine-grained", "distillation"), "beyond the spread"]
+    distilled = table.loc[("fine-grained", "distillation")]  # +0.1 and -0.1: no difference
+    assert distilled["difference (points)"] == "0.0 ± 0.1" and distilled["p"] == 1.0 and not distilled[tables.PAIRED]
+    assert table.loc[("fine-grained", "one-cycle (Table 2)"), "difference (points)"] == ""  # the reference itself
     assert not table.loc[("filter", "LR rewinding"), "met (mean)"]  # drop 3.5 against 1.5
     shown = tables.readable(table)  # for a reader: yes/no, the frame itself keeps its truth values
-    assert shown.loc[("fine-grained", "LR rewinding"), ["met (mean)", "beyond the spread"]].tolist() == ["yes", "yes"]
+    assert shown.loc[("fine-grained", "LR rewinding"), ["met (mean)", tables.PAIRED]].tolist() == ["yes", "yes"]
     assert shown.loc[("filter", "LR rewinding"), "met (mean)"] == "no" and table["met (mean)"].dtype == bool
-    assert shown.drop(columns=["met (mean)", "beyond the spread"]).equals(
-        table.drop(columns=["met (mean)", "beyond the spread"]))
+    assert shown.drop(columns=["met (mean)", tables.PAIRED]).equals(table.drop(columns=["met (mean)", tables.PAIRED]))
     one = tables.methods_across_seeds(methods[methods["seed"] == 0], dense, {"fine-grained": 1.0, "filter": 1.5})
     assert one.loc[("fine-grained", "LR rewinding"), "drop from dense (points)"] == "-0.5"  # dense 84.0, LR rew. 84.5
     met = one.loc["fine-grained", "met (mean)"]  # seed 0: dense 84.0, constant rate 81.0, the others >= 83.0
     assert met[met].index.tolist() == ["one-cycle (Table 2)", "LR rewinding", "distillation"]
-    assert not one["beyond the spread"].any() and one["seeds"].eq(1).all()  # one seed: no spread, never beyond it
+    assert not one[tables.PAIRED].any() and one["seeds"].eq(1).all()  # one seed: no test, never called beyond chance
 
 
 def test_narrow_table_names_the_widths_the_seeds_matched():
@@ -153,6 +187,10 @@ def test_narrow_table_names_the_widths_the_seeds_matched():
     assert table.at[("kernel", "multiply-adds"), "narrow width"] == "0.117"
     assert table.at[("kernel", "conv weights"), "pruned - narrow (points)"] == 2.0  # seed 2 has no narrow network
     assert table.at[("kernel", "conv weights"), "narrow dense (%)"] == "79.5 ± 0.7"
+    # paired by seed: +2.0 on seeds 0 and 1 (seed 2 has no narrow network); 0.0 at equal multiply-adds
+    assert table.at[("kernel", "conv weights"), "difference (points)"] == "2.0 ± 0.0"
+    assert table.at[("kernel", "conv weights"), tables.PAIRED]
+    assert table.at[("kernel", "multiply-adds"), "p"] == 1.0 and not table.at[("kernel", "multiply-adds"), tables.PAIRED]
 
 
 def test_narrow_widths_match_the_pruned_counts():
@@ -251,7 +289,7 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     from pruning_utils import tables
     comparison = tables.narrow_table(stored_narrow, results)
     assert comparison["seeds"].eq(1).all() and len(comparison) == 6
-    assert not comparison["beyond the spread"].any()  # one seed: no spread measured, never beyond it
+    assert not comparison[tables.PAIRED].any()  # one seed: no test, never called beyond chance
     seed0 = results[results["seed"] == 0].set_index("strategy")["acc_finetuned"]
     for (strategy, _), row in comparison.iterrows():
         assert row["pruned, fine-tuned (%)"] == f"{seed0[strategy]:.1f}"  # one seed: no sd, seed 0's value

@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from pruning_utils.compact import compact, compaction_error, kept_channels
-from pruning_utils.counting import count_remaining_parameters
+from pruning_utils.compact import compact, compaction_error, effective_counts, kept_channels
+from pruning_utils.counting import conv_weights_kept_pct, count_multiply_adds_masked, count_remaining_parameters
 from pruning_utils.data import to_float
 from pruning_utils.masks import copy_model
 from pruning_utils.masks import layer_masks, make_permanent, prune_model
-from pruning_utils.model import CONV_NAMES, conv_layers, count_multiply_adds
+from pruning_utils.model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds, count_parameters
 
 
 def _images(synthetic, n=64):
@@ -87,6 +87,55 @@ def test_compact_works_on_permanent_models_and_keeps_the_eval_function(trained_t
     assert [c.out_channels for c in conv_layers(a).values()] == [c.out_channels for c in conv_layers(b).values()]
     torch.testing.assert_close(_outputs(b, x), _outputs(permanent, x), atol=1e-5, rtol=0)
     torch.testing.assert_close(_outputs(a, x), _outputs(b, x), atol=1e-6, rtol=0)
+
+
+def test_effective_counts_of_one_removed_filter_by_hand():
+    """Width 0.125: conv3 reads 8 channels and has 16 filters. Removing 4 of them takes 4 of conv4's 16
+    input channels with it: the masked count still counts those weights, the effective count does not."""
+    torch.manual_seed(0)
+    model = prune_model(VGG16(width=0.125), {"conv3": 0.25}, "filter")
+    counts = effective_counts(model)
+    assert counts["conv3"] == 12 * 8 * 9 and counts["conv4"] == 16 * 12 * 9 and counts["conv5"] == 16 * 16 * 9
+    dense_conv = sum(c.weight.numel() for c in conv_layers(model).values())
+    assert counts["conv_weights_dense"] == dense_conv
+    assert counts["conv_weights"] == dense_conv - 4 * 8 * 9 - 16 * 4 * 9
+    assert 100 * (dense_conv - 4 * 8 * 9) / dense_conv == conv_weights_kept_pct(model)  # masked: conv4 untouched
+    assert counts["parameters"] == count_parameters(model) - 4 * 8 * 9 - 4 * 3 - 16 * 4 * 9  # bias, BN scale, shift
+    assert counts["multiply_adds"] == count_multiply_adds(model) - (4 * 8 * 9 + 16 * 4 * 9) * 16 * 16
+    # the last conv's removed filters take their inputs of classifier.fc0 (4 positions each, 256 outputs)
+    model = prune_model(VGG16(width=0.125), {"conv11": 0.5}, "filter")
+    counts = effective_counts(model, (2, 3, 32, 32))
+    assert counts["parameters"] == count_parameters(model) - 32 * (64 * 9 + 3) - 32 * 4 * 256
+    assert counts["multiply_adds"] == 2 * (count_multiply_adds(model) - 32 * 64 * 9 * 4 * 4 - 32 * 4 * 256)
+
+
+@pytest.mark.parametrize("case", ["uniform 0.6", "uneven"])
+def test_effective_counts_of_filter_pruning_are_the_compacted_models(trained_tiny, case):
+    """The oracle: the compacted model's parameters and its torch.utils.flop_counter count."""
+    masked = prune_model(copy.deepcopy(trained_tiny), SPARSITY_CASES[case], "filter")
+    small, counts = compact(masked), effective_counts(masked)
+    assert counts["parameters"] == count_parameters(small) < count_remaining_parameters(masked)["total"]
+    assert counts["multiply_adds"] == count_multiply_adds(small) < count_multiply_adds_masked(masked)["total"]
+    assert [counts[n] for n in CONV_NAMES] == [c.weight.numel() for c in conv_layers(small).values()]
+    assert counts["parameters_dense"] == count_parameters(trained_tiny)
+    assert counts["multiply_adds_dense"] == count_multiply_adds(trained_tiny)
+
+
+@pytest.mark.parametrize("strategy,sparsity", [("fine-grained", 0.9), ("kernel", 0.7)])
+def test_effective_counts_of_fine_grained_and_kernel_pruning_skip_the_zeros_compact_keeps(trained_tiny, strategy,
+                                                                                         sparsity):
+    """Compacted, such a model keeps its masked weights as zeros: the effective counts are the compacted
+    model's counts less those zeros (each zero weight: one multiply-add per output position)."""
+    masked = prune_model(copy.deepcopy(trained_tiny), dict.fromkeys(CONV_NAMES, sparsity), strategy)
+    small, counts = compact(masked), effective_counts(masked)
+    zeros = {n: int((c.weight == 0).sum()) for n, c in conv_layers(small).items()}
+    sides = [32 // 2 ** (i // 3) for i in range(len(CONV_NAMES))]
+    assert [counts[n] for n in CONV_NAMES] == [c.weight.numel() - zeros[n] for n, c in conv_layers(small).items()]
+    assert counts["parameters"] == count_parameters(small) - sum(zeros.values())
+    assert counts["multiply_adds"] == count_multiply_adds(small) - sum(
+        zeros[n] * side * side for n, side in zip(CONV_NAMES, sides))
+    if any(len(k) < c.out_channels for k, c in zip(kept_channels(masked).values(), conv_layers(masked).values())):
+        assert counts["conv_weights"] < sum(int(m.sum()) for m in layer_masks(masked).values())  # emptied filters
 
 
 @pytest.mark.parametrize("strategy,sparsity", [("fine-grained", 0.3), ("fine-grained", 0.7), ("kernel", 0.5)])

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pruning_utils.across_seeds import paired_difference
 from pruning_utils.latency import speed_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,8 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
 
     wide = methods.pivot_table(index=["strategy", "seed"], columns="method", values="acc_finetuned")
     rewinding_gain = wide["LR rewinding"] - wide["one-cycle (Table 2)"]
+    paired_p = {s: paired_difference(wide.loc[s, "LR rewinding"].tolist(), wide.loc[s, "one-cycle (Table 2)"].tolist())["p"]
+                for s in strategies}
     means = methods.groupby(["strategy", "method"])["acc_finetuned"].mean().unstack()
     distillation_gap = (means["distillation"] - means["one-cycle (Table 2)"]).abs().max()
     epochs = one(methods["epochs"])
@@ -164,6 +167,7 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
         f"`recovery_methods.csv`, {epochs} epochs each",
         f"the dense recipe's last {epochs} epochs",
         f"by {rewinding_gain.min():.1f} to {rewinding_gain.max():.1f} points",
+        f"(paired t-test, {' / '.join(strategies)}: p = {' / '.join(f'{paired_p[s]:.3f}' for s in strategies)})",
         f"within {distillation_gap:.1f} points of one-cycle",
     ]
 
@@ -286,6 +290,10 @@ def test_the_readme_claims_hold_on_the_committed_run(run):
     # LR rewinding beats one-cycle on every seed and strategy; the constant rate is the worst on average
     wide = run["methods"].pivot_table(index=["strategy", "seed"], columns="method", values="acc_finetuned")
     assert (wide["LR rewinding"] > wide["one-cycle (Table 2)"]).all()
+    # paired over the seeds, the gain is beyond chance (p < 0.05) for fine-grained and kernel, not for filter
+    beyond = {s: paired_difference(wide.loc[s, "LR rewinding"].tolist(), wide.loc[s, "one-cycle (Table 2)"].tolist())["p"]
+              < 0.05 for s in ("fine-grained", "kernel", "filter")}
+    assert beyond == {"fine-grained": True, "kernel": True, "filter": False}, beyond
     means = wide.groupby("strategy").mean()
     assert (means.idxmax(axis=1) == "LR rewinding").all() and (means.idxmin(axis=1) == "constant rate").all()
     # the data is the JPEG copy, as the README says
