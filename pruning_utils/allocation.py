@@ -1,8 +1,10 @@
-"""Allocating a budget of conv weights over the layers: uniform, or guided by the sensitivity scans.
+"""Allocating a budget of conv weights over the layers: uniform, guided by the sensitivity scans, or global.
 
 - :func:`uniform_sparsities`: the same sparsity ``1 - budget`` in every conv layer.
 - :func:`guided_sparsities`: per-layer sparsities from a scan's grid that meet the budget with
   the highest accuracy predicted by the additive model (:func:`predicted_accuracy`).
+- :func:`global_sparsities`: one ranking of every layer's units by magnitude (``global``, what
+  ``torch.nn.utils.prune.global_unstructured`` does), or by LAMP's per-layer normalised score (``LAMP``).
 
 A budget is the fraction of conv weights kept (biases not counted), as
 :func:`pruning_utils.counting.conv_weights_kept_pct` measures it.
@@ -10,15 +12,18 @@ A budget is the fraction of conv weights kept (biases not counted), as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import pandas as pd
+import torch
 from torch import nn
 
-from .criteria import check_strategy
+from .criteria import check_strategy, unit_scores
 from .model import conv_layers
 
-ALLOCATIONS: tuple[str, ...] = ("uniform", "guided")
+ALLOCATIONS: tuple[str, ...] = ("uniform", "guided", "global", "LAMP")
+STUDY_ALLOCATIONS: tuple[str, ...] = ("uniform", "guided")  # the frontier's default (the committed run's)
 # Sparsities added to a scan whose largest measured sparsity cannot meet a budget (see guided_sparsities).
 EXTRAPOLATED_SPARSITIES: tuple[float, ...] = (0.95, 0.98)
 
@@ -215,3 +220,46 @@ def guided_sparsities(
         candidates.append(_refined(curves, sizes, allowed, uniform))
     best = max(candidates, key=lambda level: (_score(curves, level), _kept(curves, sizes, level)))
     return {layer: curves[layer][best[layer]][0] for layer in sizes}
+
+
+def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str, lamp: bool = False) -> dict[str, float]:
+    """Per-layer sparsities from one ranking of the units of every conv layer: the lowest-scoring units
+    anywhere are removed until at most ``conv_fraction_kept`` of the conv weights are kept (the nominal
+    count, as for the other allocations; a filter or kernel counts its weights).
+
+    Scores are the L2 criterion's (``|w|`` per weight, the Frobenius norm per kernel or filter), the
+    ranking ``torch.nn.utils.prune.global_unstructured`` and Torch-Pruning's ``global_pruning`` use; with
+    ``lamp``, LAMP's (Lee et al., ICLR 2021): a unit's squared score divided by the sum of the squared
+    scores of the units of its layer that score at least as high, so that scores are comparable across
+    layers and each layer's strongest unit scores 1. Pruning each layer at the returned sparsity by its
+    own magnitudes removes exactly the globally ranked units (ties aside). A layer always keeps its
+    strongest unit: a plain magnitude ranking can otherwise take a whole layer (layer collapse).
+    ValueError when the budget cannot be met that way.
+    """
+    check_budget(conv_fraction_kept)
+    check_strategy(strategy)
+    names, scores, sizes = [], [], []
+    for name, conv in conv_layers(model).items():
+        score = unit_scores(conv.weight, strategy).flatten().double()
+        if lamp:
+            squared, order = torch.sort(score ** 2)
+            at_least = squared.flip(0).cumsum(0).flip(0)  # per unit: the squares of it and every stronger unit
+            score = torch.empty_like(squared).scatter_(0, order, squared / at_least)
+        score[score.argmax()] = math.inf  # the layer's strongest unit stays
+        names.append(name)
+        scores.append(score)
+        sizes.append(torch.full_like(score, conv.weight.numel() // score.numel()))
+    score, size = torch.cat(scores), torch.cat(sizes)
+    layer = torch.cat([torch.full((len(s),), i) for i, s in enumerate(scores)])
+    total = float(size.sum())
+    needed = total - conv_fraction_kept * total - 1e-9 * total  # weights to remove (float slack as in guided)
+    order = torch.argsort(score, stable=True)
+    removable = int(torch.isfinite(score).sum())
+    removed = size[order[:removable]].cumsum(0)
+    if needed > 0 and (removable == 0 or float(removed[-1]) < needed):
+        reachable = (total - (float(removed[-1]) if removable else 0.0)) / total
+        raise ValueError(f"conv_fraction_kept {conv_fraction_kept!r} cannot be met keeping one unit per layer: "
+                         f"the smallest reachable budget is {reachable:.4f}")
+    count = int(torch.searchsorted(removed, torch.tensor(needed, dtype=removed.dtype))) + 1 if needed > 0 else 0
+    per_layer = torch.bincount(layer[order[:count]], minlength=len(names))
+    return {name: int(per_layer[i]) / len(scores[i]) for i, name in enumerate(names)}

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .allocation import ALLOCATIONS, check_budget, guided_sparsities, uniform_sparsities
+from .allocation import (ALLOCATIONS, STUDY_ALLOCATIONS, check_budget, global_sparsities, guided_sparsities,
+                         uniform_sparsities)
 from .artifacts import ArtifactError, content_digest, read_cells, signed, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
@@ -135,7 +136,7 @@ def _row(*args, **kwargs) -> list[dict]:
 
 
 def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float], strategies: Sequence[str],
-                    settings: RecoverySettings, allocations: Sequence[str] = ALLOCATIONS,
+                    settings: RecoverySettings, allocations: Sequence[str] = STUDY_ALLOCATIONS,
                     scans: Mapping[str, pd.DataFrame] | None = None) -> list[Point]:
     """One point per (strategy, allocation, budget); ``guided`` needs ``scans[strategy]``.
     All allocations are computed before any training, so a bad budget fails fast."""
@@ -152,8 +153,12 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
             if allocation == "guided" and (scans is None or strategy not in scans):
                 raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r} in scans")
             for budget in budgets:
-                sparsities = (uniform_sparsities(dense, budget, strategy) if allocation == "uniform"
-                              else guided_sparsities(scans[strategy], sizes, budget, units))
+                if allocation == "uniform":
+                    sparsities = uniform_sparsities(dense, budget, strategy)
+                elif allocation == "guided":
+                    sparsities = guided_sparsities(scans[strategy], sizes, budget, units)
+                else:  # one ranking over the layers: by magnitude, or LAMP's score
+                    sparsities = global_sparsities(dense, budget, strategy, lamp=allocation == "LAMP")
                 for name, s in sparsities.items():
                     try:
                         units_removed(s, units[name])
@@ -280,7 +285,7 @@ def point_base(run: Run, dense_key: str) -> dict:
 
 
 def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Sequence[str] = STRATEGIES,
-             allocations: Sequence[str] = ALLOCATIONS, finetune_epochs: int | None = None,
+             allocations: Sequence[str] = STUDY_ALLOCATIONS, finetune_epochs: int | None = None,
              force: bool | None = None) -> pd.DataFrame:
     """The frontier on the run (defaults: the profile's ``budgets`` and ``short_finetune_epochs``)."""
     check_choices("strategies", strategies, STRATEGIES)

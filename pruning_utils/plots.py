@@ -177,16 +177,19 @@ STAGES = {"acc_pruned": "after pruning", "acc_recalibrated": "after BN recalibra
           "acc_finetuned": "after fine-tuning"}
 
 
+ALLOCATION_STYLES = {"guided": "-", "uniform": "--", "global": ":", "LAMP": "-."}
+
+
 def frontier(results: pd.DataFrame, title: str = "Accuracy against conv parameters kept") -> plt.Figure:
     """One panel per stage: test accuracy vs % conv parameters kept, a line per strategy and
-    allocation (solid: sensitivity-guided, dashed: uniform)."""
+    allocation (solid: sensitivity-guided, dashed: uniform, dotted: global magnitude, dash-dot: LAMP)."""
     stages = [s for s in STAGES if s in results]
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         for (strategy, allocation), group in results.groupby(["strategy", "allocation"], sort=False):
             group = group.sort_values("conv_weights_kept_pct")
             ax.plot(group["conv_weights_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
-                    ls="-" if allocation == "guided" else "--", label=f"{strategy}, {allocation}")
+                    ls=ALLOCATION_STYLES.get(allocation, "-"), label=f"{strategy}, {allocation}")
         ax.set(xscale="log", xlabel="% conv parameters kept (log)", title=STAGES[stage], ylim=(0, 100))
         ticks = sorted(results["budget"].unique() * 100)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])

@@ -5,17 +5,20 @@ import copy
 import pandas as pd
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import prune
 
 from pruning_utils.allocation import (
-    ALLOCATIONS,
     EXTRAPOLATED_SPARSITIES,
     check_budget,
+    global_sparsities,
     guided_sparsities,
     predicted_accuracy,
     uniform_sparsities,
 )
 from pruning_utils.config import SCAN_SPARSITIES
-from pruning_utils.criteria import STRATEGIES
+from pruning_utils.counting import conv_weights_kept_pct
+from pruning_utils.criteria import STRATEGIES, unit_scores
 from pruning_utils.masks import layer_masks, prune_model
 from pruning_utils.model import CONV_NAMES, VGG16, conv_layers
 
@@ -38,10 +41,6 @@ def _additive(curves, grid, sparsities):
 
 def _kept_fraction(sizes, sparsities):
     return sum((1 - sparsities[l]) * n for l, n in sizes.items()) / sum(sizes.values())
-
-
-def test_allocations_are_uniform_and_guided():
-    assert ALLOCATIONS == ("uniform", "guided")
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -156,3 +155,60 @@ def test_guided_rejects_bad_scans():
         predicted_accuracy(scan_frame(curves), {"conv0": 0.55})
     with pytest.raises(KeyError, match="'conv7' is not in the scan"):
         predicted_accuracy(scan_frame(curves), {"conv7": 0.5})
+
+
+def _convs(*weights):
+    """A stack of 1x1 conv layers (in_channels 1) whose filters hold ``weights``, one list per layer."""
+    layers = []
+    for w in weights:
+        conv = nn.Conv2d(1, len(w), 1, bias=False)
+        conv.weight.data = torch.tensor(w, dtype=torch.float32).view(-1, 1, 1, 1)
+        layers.append(conv)
+    return nn.Sequential(*layers)
+
+
+def test_global_magnitude_is_torch_global_unstructured():
+    """The oracle: torch.nn.utils.prune.global_unstructured (L1 over all conv weights at once) removes the
+    same weights as each layer pruned at global_sparsities by its own magnitudes."""
+    torch.manual_seed(0)
+    model = VGG16(width=0.125)
+    sparsities = global_sparsities(model, 0.3, "fine-grained")
+    assert len(set(sparsities.values())) > 3  # not uniform: the layers' magnitudes differ
+    ours = prune_model(copy.deepcopy(model), sparsities, "fine-grained")
+    theirs = copy.deepcopy(model)
+    convs = list(conv_layers(theirs).values())
+    removed = sum(round(s * c.weight.numel()) for s, c in zip(sparsities.values(), convs))
+    prune.global_unstructured([(c, "weight") for c in convs], pruning_method=prune.L1Unstructured, amount=removed)
+    for (name, mine), other in zip(layer_masks(ours).items(), convs):
+        assert torch.equal(mine, other.weight_mask.bool()), name
+    total = sum(c.weight.numel() for c in convs)
+    assert total - removed <= 0.3 * total < total - removed + 1  # the budget, to one weight
+
+
+def test_lamp_scores_by_hand_and_layer_collapse():
+    """Layer A holds 1, 2, 3 and layer B 10, 20 (one weight per filter). LAMP: A's squares 1, 4, 9 over the
+    squares at least as large (14, 13, 9) score 0.07, 0.31, 1; B's 100, 400 over 500, 400 score 0.2, 1. Keeping 3
+    of 5, LAMP removes A's 1 and B's 10; plain magnitude removes A's 1 and 2."""
+    model = _convs([1.0, 2.0, 3.0], [10.0, 20.0])
+    assert global_sparsities(model, 0.6, "filter", lamp=True) == {"conv0": 1 / 3, "conv1": 1 / 2}
+    assert global_sparsities(model, 0.6, "filter") == {"conv0": 2 / 3, "conv1": 0.0}
+    # plain magnitude would take all of a weak layer; its strongest unit stays, and the rest comes from B
+    weak = _convs([0.01, 0.02, 0.03], [10.0, 20.0, 30.0])
+    assert global_sparsities(weak, 0.5, "fine-grained") == {"conv0": 2 / 3, "conv1": 1 / 3}
+    with pytest.raises(ValueError, match="smallest reachable budget is 0.3333"):
+        global_sparsities(weak, 0.2, "fine-grained")  # one unit per layer: 2 of 6 weights at least
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "filter"])
+@pytest.mark.parametrize("lamp", [False, True])
+def test_global_allocation_of_kernels_and_filters_meets_the_budget(strategy, lamp):
+    torch.manual_seed(1)
+    model = VGG16(width=0.125)
+    for budget in (0.5, 0.1):
+        sparsities = global_sparsities(model, budget, strategy, lamp=lamp)
+        kept = conv_weights_kept_pct(prune_model(copy.deepcopy(model), sparsities, strategy))
+        convs = conv_layers(model).values()
+        unit = max(c.weight.numel() // unit_scores(c.weight, strategy).numel() for c in convs)
+        total = sum(c.weight.numel() for c in convs)
+        assert 100 * (budget - unit / total) < kept <= 100 * budget + 1e-6  # under the budget by less than a unit
+        assert all(s < 1 for s in sparsities.values())

@@ -10,6 +10,7 @@ import torch
 
 from pruning_utils import experiments, recovery, steps
 from pruning_utils.artifacts import ArtifactError
+from pruning_utils.allocation import global_sparsities
 from pruning_utils.config import SCAN_SPARSITIES, Recipe
 from pruning_utils.counting import conv_weights_kept_pct
 from pruning_utils.criteria import STRATEGIES
@@ -189,6 +190,18 @@ def test_frontier_points_rows_keys_and_resume(trained_tiny, synthetic, tmp_path,
     pd.testing.assert_frame_equal(_frame(again, FRONTIER_COLUMNS), frame, check_dtype=False)
     with pytest.raises(AssertionError, match="recomputed"):  # refresh (force) recomputes
         run_points(points, PointCache(tmp_path / "frontier.csv", refresh=True), progress=False, desc="frontier")
+
+
+def test_frontier_points_of_global_allocations_are_one_ranking_over_the_layers(trained_tiny, synthetic, tmp_path):
+    """global and LAMP points prune at allocation.global_sparsities of the dense model: no scan needed."""
+    points = frontier_points(trained_tiny, synthetic, BASE, (0.3,), ("fine-grained", "filter"), SETTINGS,
+                             ("global", "LAMP"))
+    assert [fixed["allocation"] for _, _, fixed, _ in points] == ["global", "LAMP"] * 2 and len({p[0] for p in points}) == 4
+    rows = run_points(points[3:], PointCache(tmp_path / "frontier.csv"), progress=False, desc="frontier")  # filter, LAMP
+    expected = prune_and_recover(trained_tiny, synthetic, global_sparsities(trained_tiny, 0.3, "filter", lamp=True),
+                                 "filter", SETTINGS)
+    assert rows[0]["conv_weights_kept_pct"] == expected["conv_weights_kept_pct"] <= 30
+    assert rows[0]["acc_finetuned"] == pytest.approx(expected["acc_finetuned"])
 
 
 def test_frontier_points_reject_bad_choices_before_any_work(trained_tiny, synthetic, monkeypatch):

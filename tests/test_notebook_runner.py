@@ -133,6 +133,9 @@ def test_bad_parameter_fails_before_any_work(tmp_path, execute_notebook):
     with pytest.raises(papermill.PapermillExecutionError, match="unknown profile setting 'finetune_epoch'"):
         execute_notebook("01_train", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"),
                  overrides={"finetune_epoch": 2})
+    with pytest.raises(papermill.PapermillExecutionError, match=r"allocations .*'best'"):
+        execute_notebook("06_beyond", tmp_path / "out.ipynb", profile="smoke", run_dir=str(tmp_path / "run"),
+                         allocations=["uniform", "best"])
     assert not (tmp_path / "run").exists()
 
 
