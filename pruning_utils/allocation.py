@@ -236,6 +236,21 @@ def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str
     strongest unit: a plain magnitude ranking can otherwise take a whole layer (layer collapse).
     ValueError when the budget cannot be met that way.
     """
+    removed, units = _ranked_removals(model, conv_fraction_kept, strategy, lamp, guard=True)
+    return {name: removed[name] / units[name] for name in units}
+
+
+def collapsing_layers(model: nn.Module, conv_fraction_kept: float, strategy: str, lamp: bool = False) -> list[str]:
+    """The layers that the ranking of :func:`global_sparsities` would empty without its guard (layer
+    collapse): the layers whose strongest unit it keeps."""
+    removed, units = _ranked_removals(model, conv_fraction_kept, strategy, lamp, guard=False)
+    return [name for name in units if removed[name] == units[name]]
+
+
+def _ranked_removals(model: nn.Module, conv_fraction_kept: float, strategy: str, lamp: bool,
+                     guard: bool) -> tuple[dict[str, int], dict[str, int]]:
+    """Units removed per layer by one ranking over the layers (see :func:`global_sparsities`), and units per
+    layer. ``guard``: each layer's strongest unit is never removed."""
     check_budget(conv_fraction_kept)
     check_strategy(strategy)
     names, scores, sizes = [], [], []
@@ -245,7 +260,8 @@ def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str
             squared, order = torch.sort(score ** 2)
             at_least = squared.flip(0).cumsum(0).flip(0)  # per unit: the squares of it and every stronger unit
             score = torch.empty_like(squared).scatter_(0, order, squared / at_least)
-        score[score.argmax()] = math.inf  # the layer's strongest unit stays
+        if guard:
+            score[score.argmax()] = math.inf
         names.append(name)
         scores.append(score)
         sizes.append(torch.full_like(score, conv.weight.numel() // score.numel()))
@@ -262,4 +278,36 @@ def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str
                          f"the smallest reachable budget is {reachable:.4f}")
     count = int(torch.searchsorted(removed, torch.tensor(needed, dtype=removed.dtype))) + 1 if needed > 0 else 0
     per_layer = torch.bincount(layer[order[:count]], minlength=len(names))
-    return {name: int(per_layer[i]) / len(scores[i]) for i, name in enumerate(names)}
+    return {name: int(per_layer[i]) for i, name in enumerate(names)}, {n: len(s) for n, s in zip(names, scores)}
+
+
+def allocate(allocation: str, model: nn.Module, conv_fraction_kept: float, strategy: str,
+             scan: pd.DataFrame | None = None) -> dict[str, float]:
+    """Per-layer sparsities of ``model``'s conv layers by ``allocation`` (one of :data:`ALLOCATIONS`);
+    ``guided`` needs the strategy's sensitivity ``scan``."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}")
+    if allocation == "uniform":
+        return uniform_sparsities(model, conv_fraction_kept, strategy)
+    if allocation == "guided":
+        if scan is None:
+            raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r}")
+        convs = conv_layers(model)
+        return guided_sparsities(scan, {n: c.weight.numel() for n, c in convs.items()}, conv_fraction_kept,
+                                 {n: unit_scores(c.weight, strategy).numel() for n, c in convs.items()})
+    return global_sparsities(model, conv_fraction_kept, strategy, lamp=allocation == "LAMP")
+
+
+def kept_fractions(model: nn.Module, conv_fraction_kept: float, strategy: str, scan: pd.DataFrame | None = None,
+                   allocations: tuple[str, ...] = ALLOCATIONS) -> pd.DataFrame:
+    """Where each allocation puts a budget: per allocation and conv layer, the fraction of the layer's
+    units kept, and for the global rankings whether the guard kept the layer's last unit
+    (:func:`collapsing_layers`)."""
+    rows = []
+    for allocation in allocations:
+        sparsities = allocate(allocation, model, conv_fraction_kept, strategy, scan)
+        guarded = (collapsing_layers(model, conv_fraction_kept, strategy, lamp=allocation == "LAMP")
+                   if allocation in ("global", "LAMP") else [])
+        rows += [{"strategy": strategy, "allocation": allocation, "budget": conv_fraction_kept, "layer": layer,
+                  "kept": 1.0 - s, "guarded": layer in guarded} for layer, s in sparsities.items()]
+    return pd.DataFrame(rows)

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .allocation import (ALLOCATIONS, STUDY_ALLOCATIONS, check_budget, global_sparsities, guided_sparsities,
-                         uniform_sparsities)
+from .allocation import ALLOCATIONS, STUDY_ALLOCATIONS, allocate, check_budget
 from .artifacts import ArtifactError, content_digest, read_cells, signed, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
@@ -145,7 +144,6 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
     for budget in budgets:
         check_budget(budget)
     convs = conv_layers(dense)
-    sizes = {name: conv.weight.numel() for name, conv in convs.items()}
     points = []
     for strategy in strategies:
         units = {name: unit_scores(conv.weight, strategy).numel() for name, conv in convs.items()}
@@ -153,12 +151,7 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
             if allocation == "guided" and (scans is None or strategy not in scans):
                 raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r} in scans")
             for budget in budgets:
-                if allocation == "uniform":
-                    sparsities = uniform_sparsities(dense, budget, strategy)
-                elif allocation == "guided":
-                    sparsities = guided_sparsities(scans[strategy], sizes, budget, units)
-                else:  # one ranking over the layers: by magnitude, or LAMP's score
-                    sparsities = global_sparsities(dense, budget, strategy, lamp=allocation == "LAMP")
+                sparsities = allocate(allocation, dense, budget, strategy, scans.get(strategy) if scans else None)
                 for name, s in sparsities.items():
                     try:
                         units_removed(s, units[name])

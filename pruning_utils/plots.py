@@ -201,6 +201,27 @@ def frontier(results: pd.DataFrame, title: str = "Accuracy against conv paramete
     return fig
 
 
+def kept_fractions(kept: pd.DataFrame, title: str = "Where each allocation keeps the weights") -> plt.Figure:
+    """One panel per strategy: per conv layer, the fraction of its units kept, a line per allocation
+    (:func:`pruning_utils.allocation.kept_fractions`); a hollow marker where the guard kept a layer's
+    last unit."""
+    strategies = list(dict.fromkeys(kept["strategy"]))
+    fig, axes = plt.subplots(1, len(strategies), figsize=(4.6 * len(strategies), 3.4), sharey=True, squeeze=False)
+    for ax, strategy in zip(axes[0], strategies):
+        for allocation, group in kept[kept["strategy"] == strategy].groupby("allocation", sort=False):
+            line, = ax.plot(group["layer"], group["kept"], marker="o", ls=ALLOCATION_STYLES.get(allocation, "-"),
+                            label=allocation)
+            guarded = group[group["guarded"]]
+            ax.plot(guarded["layer"], guarded["kept"], ls="", marker="o", mfc="white", color=line.get_color())
+        ax.set(title=f"{strategy}, budget {kept['budget'].iloc[0]:g}", yscale="log", xlabel="layer")
+        ax.tick_params(axis="x", rotation=90)
+    axes[0][0].set_ylabel("fraction of units kept (log)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def criteria(results: pd.DataFrame, title: str = "Which weights matter: selection criterion") -> plt.Figure:
     """Per stage, accuracy by criterion and strategy; random seeds shown as points with the mean bar."""
     stages = [s for s in STAGES if s in results]

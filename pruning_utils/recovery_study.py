@@ -3,7 +3,8 @@
 Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
 
 - :func:`recovery_curve`: prune at Table 1's sparsities and fine-tune at a small constant rate
-  (the original's way: ``curve_lr`` for ``curve_epochs`` epochs), measuring validation and test
+  (as the original fine-tuned, though it used Adam at 1e-4: here the profile's optimizer at ``curve_lr``
+  for ``curve_epochs`` epochs), measuring validation and test
   accuracy after every epoch (``recovery_curve_<strategy>.csv``). :func:`plateau_epoch` reads
   where it levels off: the first epoch after which 5 more epochs gain less than 0.2 points of
   (3-epoch smoothed) validation accuracy.
@@ -393,7 +394,7 @@ def trained_method_points(run: Run, strategy: str) -> list[Point]:
 
 def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
     """Each strategy at Table 1's sparsities recovered for the same number of epochs (Table 2's) in
-    four ways: a small constant rate (the original's way, read from the recovery curve at that
+    four ways: a small constant rate (the original's kind of fine-tuning, read from the recovery curve at that
     epoch), the profile's one-cycle fine-tuning (Table 2), learning-rate rewinding (the dense
     recipe's last epochs, Renda et al. 2020), and the one-cycle fine-tuning with distillation from
     the dense model (``DISTILL_ALPHA``, ``DISTILL_TEMPERATURE``; :func:`trained_method_points`)."""
@@ -463,8 +464,9 @@ def recovered_frontier(run: Run, force: bool | None = None) -> pd.DataFrame:
 
 def frontier_exceptions(front: pd.DataFrame, spread: float, column: str = "acc_finetuned") -> pd.DataFrame:
     """Where a frontier is not monotone: per strategy and allocation, a smaller budget whose
-    ``column`` exceeds a larger budget's by more than ``spread`` points (e.g. the seeds' sd; NaN,
-    from one seed, counts as 0)."""
+    ``column`` exceeds a larger budget's by more than ``spread`` points: the frontier's own spread
+    (points over several seeds), or 0 for single-seed points, whose every inversion is listed. NaN
+    counts as 0."""
     spread = 0.0 if spread != spread else spread
     rows = []
     for (strategy, allocation), group in front.groupby(["strategy", "allocation"], sort=False):

@@ -10,9 +10,12 @@ from torch.nn.utils import prune
 
 from pruning_utils.allocation import (
     EXTRAPOLATED_SPARSITIES,
+    allocate,
     check_budget,
+    collapsing_layers,
     global_sparsities,
     guided_sparsities,
+    kept_fractions,
     predicted_accuracy,
     uniform_sparsities,
 )
@@ -197,6 +200,26 @@ def test_lamp_scores_by_hand_and_layer_collapse():
     assert global_sparsities(weak, 0.5, "fine-grained") == {"conv0": 2 / 3, "conv1": 1 / 3}
     with pytest.raises(ValueError, match="smallest reachable budget is 0.3333"):
         global_sparsities(weak, 0.2, "fine-grained")  # one unit per layer: 2 of 6 weights at least
+    # which layers needed the guard: the plain ranking takes all of A (0.01, 0.02, 0.03 before B's 10)
+    assert collapsing_layers(weak, 0.5, "fine-grained") == ["conv0"]
+    assert collapsing_layers(weak, 0.5, "fine-grained", lamp=True) == []  # A's and B's scores are alike
+    assert collapsing_layers(model, 0.6, "filter") == []
+    kept = kept_fractions(weak, 0.5, "fine-grained", allocations=("uniform", "global", "LAMP"))
+    assert kept.columns.tolist() == ["strategy", "allocation", "budget", "layer", "kept", "guarded"]
+    assert kept.set_index(["allocation", "layer"])["guarded"].to_dict() == {
+        ("uniform", "conv0"): False, ("uniform", "conv1"): False, ("global", "conv0"): True,
+        ("global", "conv1"): False, ("LAMP", "conv0"): False, ("LAMP", "conv1"): False}
+    assert kept.set_index(["allocation", "layer"]).at[("global", "conv0"), "kept"] == pytest.approx(1 / 3)
+
+
+def test_allocate_names_each_allocation_and_what_it_needs():
+    model = VGG16(width=0.125)
+    assert allocate("uniform", model, 0.5, "kernel") == uniform_sparsities(model, 0.5, "kernel")
+    assert allocate("LAMP", model, 0.5, "kernel") == global_sparsities(model, 0.5, "kernel", lamp=True)
+    with pytest.raises(ValueError, match="unknown allocation 'best'; valid: uniform, guided, global, LAMP"):
+        allocate("best", model, 0.5, "kernel")
+    with pytest.raises(ValueError, match="needs the sensitivity scan of 'kernel'"):
+        allocate("guided", model, 0.5, "kernel")
 
 
 @pytest.mark.parametrize("strategy", ["kernel", "filter"])

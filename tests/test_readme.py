@@ -24,6 +24,9 @@ import pandas as pd
 import pytest
 
 from pruning_utils.across_seeds import paired_difference
+from pruning_utils.allocation import collapsing_layers
+from pruning_utils.config import get_profile
+from pruning_utils.model_files import load_model
 from pruning_utils.latency import speed_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +105,6 @@ def triple(frame: pd.DataFrame, column: str, strategies: list[str]) -> str:
 
 def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
     """Every piece of the findings' sentences that holds a number, formatted from the run."""
-    from pruning_utils.config import get_profile
-
     dense, results, methods = run["dense"], run["results"], run["methods"]
     strategies = list(dict.fromkeys(results["strategy"]))
     seeds = sorted(dense["seed"])
@@ -163,6 +164,9 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
         f"(seed {own}, `iterative.csv`",
         f"{one(iterative['rounds'] * iterative['finetune_epochs'])} fine-tuning epochs in all",
         *[f"in {r} round{'s' if r > 1 else ''} {triple(at[r], 'acc_after_round', strategies)}%" for r in rounds],
+        # one global ranking
+        f"(seed {own}'s dense model",
+        f"empty whole layers at {100 * min(get_profile(identity['profile']).budgets):g}% of the conv weights",
         # recovery
         f"`recovery_methods.csv`, {epochs} epochs each",
         f"the dense recipe's last {epochs} epochs",
@@ -296,5 +300,12 @@ def test_the_readme_claims_hold_on_the_committed_run(run):
     assert beyond == {"fine-grained": True, "kernel": True, "filter": False}, beyond
     means = wide.groupby("strategy").mean()
     assert (means.idxmax(axis=1) == "LR rewinding").all() and (means.idxmin(axis=1) == "constant rate").all()
+    # one global magnitude ranking empties conv10 and conv11 of kernels and four filter layers at the smallest
+    # budget; LAMP empties none (seed 0's dense model: the ranking reads no data)
+    model, _ = load_model(RUN / "dense.pt")
+    budget = min(get_profile(json.loads((RUN / "run.json").read_text())["profile"]).budgets)
+    assert collapsing_layers(model, budget, "kernel") == ["conv10", "conv11"]
+    assert len(collapsing_layers(model, budget, "filter")) == 4
+    assert not any(collapsing_layers(model, budget, s, lamp=True) for s in ("fine-grained", "kernel", "filter"))
     # the data is the JPEG copy, as the README says
     assert run["dense"]["data"].str.startswith("CIFAR-10, JPEG copy").all()
