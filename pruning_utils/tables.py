@@ -222,3 +222,14 @@ def at_smallest_budget(front: pd.DataFrame, column: str = "acc_finetuned") -> pd
     front = front.reset_index(drop=True)  # idxmin's labels must be unique
     smallest = front.loc[front.groupby(["strategy", "allocation"], sort=False)["budget"].idxmin()]
     return smallest.pivot(index="strategy", columns="allocation", values=column)
+
+
+def machines_by_seed(seconds: pd.DataFrame) -> pd.DataFrame:
+    """Which machine computed each step of each seed, from :func:`pruning_utils.across_seeds.step_seconds`:
+    a row per step (and the first of its artifacts, which names the strategy), a column per seed, and
+    whether the seeds that have it computed it on one machine (a step of points: every machine its
+    points ran on)."""
+    label = seconds.assign(machine=seconds["machines"].map(lambda m: ", ".join(sorted(set(m)))))
+    table = label.pivot_table(index=["step", "artifact"], columns="seed", values="machine", aggfunc="first",
+                              sort=False)
+    return table.assign(**{"one machine": table.nunique(axis=1) == 1})

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from pruning_utils.tables import at_smallest_budget, most_sensitive, most_sensitive_across_seeds
+from pruning_utils.tables import at_smallest_budget, machines_by_seed, most_sensitive, most_sensitive_across_seeds
 
 
 def _scan(accuracies: dict[str, list[float]], strategy: str = "filter", seed: int = 0) -> pd.DataFrame:
@@ -31,3 +31,18 @@ def test_at_smallest_budget_reads_each_allocation_at_its_smallest_budget():
                           "budget": [0.5, 0.1, 0.1, 0.5], "acc_finetuned": [80.0, 20.0, 60.0, 81.0]})
     table = at_smallest_budget(front)
     assert table.loc["kernel", "uniform"] == 20.0 and table.loc["kernel", "guided"] == 60.0
+
+
+def test_machines_by_seed_names_where_each_seed_computed_each_step():
+    rows = [("dense", "dense.pt", 0, ("A",)), ("dense", "dense.pt", 1, ("A",)),
+            ("prune_finetune", "finetune_history_kernel.csv", 0, ("A",)),
+            ("prune_finetune", "finetune_history_kernel.csv", 1, ("B",)),
+            ("narrow_dense", "narrow_dense.csv", 0, ("B", "A", "B")),  # points on two machines
+            ("narrow_dense", "narrow_dense.csv", 1, ("A", "B")), ("latency", "latency.csv", 0, ("A",))]
+    seconds = pd.DataFrame(rows, columns=["step", "artifact", "seed", "machines"])
+    table = machines_by_seed(seconds)
+    assert table.loc[("narrow_dense", "narrow_dense.csv")].tolist() == ["A, B", "A, B", True]
+    assert table.loc[("prune_finetune", "finetune_history_kernel.csv")].tolist() == ["A", "B", False]
+    assert table["one machine"].to_dict() == {("dense", "dense.pt"): True,
+                                              ("prune_finetune", "finetune_history_kernel.csv"): False,
+                                              ("narrow_dense", "narrow_dense.csv"): True, ("latency", "latency.csv"): True}
