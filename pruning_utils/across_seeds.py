@@ -16,6 +16,7 @@ independent samples.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,25 +71,22 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     """``a - b`` for two methods measured on the same seeds (``a[i]`` and ``b[i]``: one seed), judged on
     the per-seed differences with Student's paired t-test.
 
-    Returns ``n``, the ``mean`` and ``sd`` (ddof=1) of the differences, ``t`` = mean / (sd / sqrt(n)),
-    its two-sided ``p`` (n - 1 degrees of freedom) and the 95% confidence interval of the mean
-    difference (``ci_low``, ``ci_high``). One pair: sd, t, p and the interval are NaN. Differences
+    Returns ``n``, the ``mean`` and ``sd`` (ddof=1) of the differences, ``t`` = mean / (sd / sqrt(n))
+    and its two-sided ``p`` (n - 1 degrees of freedom). One pair: sd, t and p are NaN. Differences
     all equal: sd 0, and p 0 (1 if they are all 0).
     """
     if len(a) != len(b) or not len(a):
         raise ValueError(f"paired values need two lists of one length, got {len(a)} and {len(b)}")
     d = [float(x) - float(y) for x, y in zip(a, b)]
-    n, mean = len(d), sum(d) / len(d)
-    out = {"n": n, "mean": mean, "sd": math.nan, "t": math.nan, "p": math.nan, "ci_low": math.nan,
-           "ci_high": math.nan}
+    n, mean = len(d), statistics.fmean(d)
     if n < 2:
-        return out
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        return {"n": n, "mean": mean, "sd": math.nan, "t": math.nan, "p": math.nan}
+    sd = statistics.stdev(d)
     if sd == 0:
-        return {**out, "sd": 0.0, "t": math.copysign(math.inf, mean) if mean else 0.0, "p": 0.0 if mean else 1.0,
-                "ci_low": mean, "ci_high": mean}
-    t, half = mean / (sd / math.sqrt(n)), t_quantile(0.975, n - 1) * sd / math.sqrt(n)
-    return {**out, "sd": sd, "t": t, "p": t_two_sided_p(t, n - 1), "ci_low": mean - half, "ci_high": mean + half}
+        return {"n": n, "mean": mean, "sd": 0.0, "t": math.copysign(math.inf, mean) if mean else 0.0,
+                "p": 0.0 if mean else 1.0}
+    t = mean / (sd / math.sqrt(n))
+    return {"n": n, "mean": mean, "sd": sd, "t": t, "p": t_two_sided_p(t, n - 1)}
 
 
 def t_two_sided_p(t: float, df: int) -> float:
@@ -111,16 +109,6 @@ def t_two_sided_p(t: float, df: int) -> float:
             term *= (2 * k + 1) / (2 * k + 2) * c2
         inside = math.sin(theta) * series
     return min(1.0, max(0.0, 1.0 - inside))
-
-
-def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile (0.5 <= q < 1) of Student's t with ``df`` degrees of freedom, by bisection
-    on :func:`t_two_sided_p`."""
-    low, high = 0.0, 1e7
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if t_two_sided_p(mid, df) > 2 * (1 - q) else (low, mid)
-    return (low + high) / 2
 
 
 def format_mean_sd(mean: float, sd: float, decimals: int = 1) -> str:

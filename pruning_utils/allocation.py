@@ -13,7 +13,7 @@ A budget is the fraction of conv weights kept (biases not counted), as
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -222,7 +222,8 @@ def guided_sparsities(
     return {layer: curves[layer][best[layer]][0] for layer in sizes}
 
 
-def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str, lamp: bool = False) -> dict[str, float]:
+def global_sparsities(model: nn.Module, conv_fraction_kept: float, strategy: str,
+                      lamp: bool = False) -> dict[str, float]:
     """Per-layer sparsities from one ranking of the units of every conv layer: the lowest-scoring units
     anywhere are removed until at most ``conv_fraction_kept`` of the conv weights are kept (the nominal
     count, as for the other allocations; a filter or kernel counts its weights).
@@ -245,6 +246,14 @@ def collapsing_layers(model: nn.Module, conv_fraction_kept: float, strategy: str
     collapse): the layers whose strongest unit it keeps."""
     removed, units = _ranked_removals(model, conv_fraction_kept, strategy, lamp, guard=False)
     return [name for name in units if removed[name] == units[name]]
+
+
+def collapses(model: nn.Module, budgets: Sequence[float], strategies: Sequence[str]) -> pd.DataFrame:
+    """Per strategy, global ranking (``global``, ``LAMP``) and budget, the layers it would empty without
+    its guard (:func:`collapsing_layers`), comma-separated, or ``-``."""
+    return pd.DataFrame([{"strategy": s, "allocation": a, "budget": b,
+                          "emptied": ", ".join(collapsing_layers(model, b, s, lamp=a == "LAMP")) or "-"}
+                         for s in strategies for a in ("global", "LAMP") for b in budgets])
 
 
 def _ranked_removals(model: nn.Module, conv_fraction_kept: float, strategy: str, lamp: bool,

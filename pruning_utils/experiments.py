@@ -148,8 +148,6 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
     for strategy in strategies:
         units = {name: unit_scores(conv.weight, strategy).numel() for name, conv in convs.items()}
         for allocation in allocations:
-            if allocation == "guided" and (scans is None or strategy not in scans):
-                raise ValueError(f"guided allocation needs the sensitivity scan of {strategy!r} in scans")
             for budget in budgets:
                 sparsities = allocate(allocation, dense, budget, strategy, scans.get(strategy) if scans else None)
                 for name, s in sparsities.items():

@@ -36,14 +36,14 @@ from .criteria import STRATEGIES, check_strategy, unit_scores
 from .counting import emptied_filters
 from .evaluation import evaluate, recalibrate_batchnorm, train_mode_accuracy
 from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
-from .masks import copy_model, mask_inputs, prune_model
+from .masks import copy_model, mask_inputs
 from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover
 from .runs import Run
 from .sensitivity import COLUMNS as SCAN_COLUMNS, scan_sensitivity
-from .steps import (checkpoint_path, check_strategy_parameter, dense_model, epoch_logger, recovery_settings,
-                    sensitivity, sparsity_dict, strategy_sparsities, table2)
+from .steps import (checkpoint_path, check_strategy_parameter, dense_model, epoch_logger, pruned_model,
+                    recovery_settings, sensitivity, sparsity_dict, strategy_sparsities, table2)
 from .artifacts import step_key
 from .training import train
 
@@ -198,19 +198,10 @@ def curve_readout(frame: pd.DataFrame, finetune_epochs: int) -> pd.DataFrame:
     return readout
 
 
-def emptied_filters_when_pruned(dense: torch.nn.Module, sparsities: Mapping[str, float],
-                                strategy: str) -> dict[str, tuple[int, int]]:
-    """:func:`pruning_utils.counting.emptied_filters` of a copy of ``dense`` pruned to ``sparsities``."""
-    model = copy_model(dense)
-    prune_model(model, sparsities, strategy)
-    return emptied_filters(model)
-
-
 def emptied_filters_at_table1(run: Run, strategy: str) -> dict[str, tuple[int, int]]:
     """Which filters the run's dense model pruned at Table 1's sparsities (where the recovery curves
-    start) has with no weight left (:func:`emptied_filters_when_pruned`)."""
-    sparsities, dense, _, _ = _curve_inputs(run, strategy)
-    return emptied_filters_when_pruned(dense, sparsities, strategy)
+    start) has with no weight left (:func:`pruning_utils.counting.emptied_filters`)."""
+    return emptied_filters(pruned_model(run, strategy))
 
 
 def batchnorm_readout(check: pd.DataFrame, curves: pd.DataFrame | None = None,

@@ -12,6 +12,7 @@ from pruning_utils.allocation import (
     EXTRAPOLATED_SPARSITIES,
     allocate,
     check_budget,
+    collapses,
     collapsing_layers,
     global_sparsities,
     guided_sparsities,
@@ -204,6 +205,9 @@ def test_lamp_scores_by_hand_and_layer_collapse():
     assert collapsing_layers(weak, 0.5, "fine-grained") == ["conv0"]
     assert collapsing_layers(weak, 0.5, "fine-grained", lamp=True) == []  # A's and B's scores are alike
     assert collapsing_layers(model, 0.6, "filter") == []
+    table = collapses(weak, [0.8, 0.5], ["fine-grained"])
+    assert table.set_index(["allocation", "budget"])["emptied"].to_dict() == {
+        ("global", 0.8): "-", ("global", 0.5): "conv0", ("LAMP", 0.8): "-", ("LAMP", 0.5): "-"}
     kept = kept_fractions(weak, 0.5, "fine-grained", allocations=("uniform", "global", "LAMP"))
     assert kept.columns.tolist() == ["strategy", "allocation", "budget", "layer", "kept", "guarded"]
     assert kept.set_index(["allocation", "layer"])["guarded"].to_dict() == {
