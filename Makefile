@@ -34,14 +34,16 @@ $(STAMP): pyproject.toml
 report: env
 	$(PY) -m pruning_utils.report $(if $(PROFILE),--profile $(PROFILE)) $(if $(FORCE),--force) $(if $(STORED),--stored) $(if $(SEEDS),--seeds "$(SEEDS)") $(foreach s,$(SET),--set $(s))
 
-test: unit nbval
+test: unit
 
 # Two pytest workers, one thread each (two threads each would spin against each other on 2 cores), one test file per
-# worker at a time, the longest first (tests/conftest.py).
+# worker at a time, the longest first (tests/conftest.py). The notebook regression (nbval, below) is one of those
+# files (tests/test_nbval.py), so it runs beside the others.
 unit: env
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests  # the 15 slowest
 
-# The six notebooks at the smoke profile (generated data) against committed reference outputs.
+# The seven notebooks at the smoke profile (generated data) against committed reference outputs (also run by
+# `make unit`, as tests/test_nbval.py).
 nbval: env
 	rm -rf $(NBVAL_RUN_DIR)
 	cd tests/nbval && ../../$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with sanitize.cfg \

@@ -21,6 +21,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, replace
 
+import pandas as pd
 import torch
 
 SCAN_SPARSITIES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
@@ -261,3 +262,35 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             valid = sorted(fields | set(recipe_shortcuts))
             raise ValueError(f"unknown profile setting {key!r}; valid settings: {', '.join(valid)}")
     return profile
+
+
+# Every choice the study makes, the profile setting that carries it and the data it is made on: the
+# test split is read only for reported numbers (tests/test_choices.py makes each of these again with
+# another test split and gets the same choice). "validation curves": Table 2's length was read from
+# the recovery curves' validation accuracy under a constant rate, not under Table 2's one-cycle
+# schedule (issue 33, item 2).
+CHOICES: dict[str, tuple[str, str, str]] = {  # choice: (setting, made on, by)
+    "per-layer sparsities (Table 1)": ("threshold", "validation split", "sensitivity.choose_sparsities"),
+    "sensitivity scans": ("scan_sparsities", "validation split", "sensitivity.scan_sensitivity"),
+    "guided allocation of a budget": ("budgets", "validation split", "allocation.guided_sparsities"),
+    "deep sparsities (recovered frontier)": ("deep_scan_sparsities", "validation split", "frontier.deep_scan"),
+    "Taylor importance": ("importance_batch_size", "validation split", "importance.taylor_importance"),
+    "fine-tuning length (Table 2)": ("finetune.epochs", "validation curves", "recovery_study.curve_readout"),
+    "where a recovery curve levels off": ("curve_epochs", "validation split", "recovery_study.plateau_epoch"),
+    "BatchNorm recalibration": ("recalibration_batches", "training split", "evaluation.recalibrate_batchnorm"),
+    "precision": ("precision", "speed on this machine", "cpu_probe.training_precision"),
+    "evaluation batch": ("eval_batch_size", "speed on this machine", "cpu_probe.evaluation_batch_size"),
+    "narrow network widths": ("width", "none", "narrow.narrow_widths"),
+}
+
+
+def choices_table(profile: Profile) -> pd.DataFrame:
+    """:data:`CHOICES` with each setting's value in ``profile``: columns ``setting``, ``made on``, ``by``."""
+    rows = {}
+    for choice, (setting, made_on, by) in CHOICES.items():
+        value = profile
+        for part in setting.split("."):
+            value = getattr(value, part)
+        rows[choice] = {"setting": f"{setting} = {value:g}" if isinstance(value, float) else f"{setting} = {value}",
+                        "made on": made_on, "by": by}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("choice")

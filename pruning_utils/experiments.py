@@ -1,5 +1,6 @@
-"""Notebook 06's experiments on a run: real speed, the equal-budget frontier, selection criteria,
-one shot against iterative pruning. Every pruned point goes through :func:`pruning_utils.recovery.recover`.
+"""Notebook 06's experiments on a run: real speed, selection criteria, one shot against iterative
+pruning (the equal-budget frontier is in :mod:`pruning_utils.frontier`). Every pruned point goes
+through :func:`pruning_utils.recovery.recover`.
 
 A sweep is a list of *points*; each point's key is :func:`pruning_utils.artifacts.step_key` of
 everything it depends on (dense model key, data, strategy, per-layer sparsities, criterion,
@@ -22,24 +23,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .allocation import ALLOCATIONS, STUDY_ALLOCATIONS, allocate, check_budget
 from .artifacts import ArtifactError, content_digest, read_cells, signed, step_key, write_text_atomic
 from .compact import compact, compaction_error
 from .data import to_float
-from .criteria import (ALIASES, CRITERIA, STRATEGIES, Criterion, Norm, check_sparsities, check_strategy, get_criterion,
-                       unit_scores, units_removed)
+from .criteria import ALIASES, CRITERIA, STRATEGIES, Criterion, Norm, check_sparsities, check_strategy, get_criterion
 from .importance import taylor_importance
 from .masks import mask_inputs
 from .latency import latency_table, machine_inputs
-from .model import conv_layers
 from .recovery import RecoverySettings, check_choices, prune_and_recover, prune_iteratively, split_epochs
 from .cpu_probe import precision_is_fast
 from .runs import NotComputed, Run
-from .steps import dense_model, recovery_settings, sensitivity, seven_model_keys, seven_models, strategy_sparsities
+from .steps import dense_model, recovery_settings, seven_model_keys, seven_models, strategy_sparsities
 
-_MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
-FRONTIER_COLUMNS = ["strategy", "allocation", "budget", *_MEASURED]
-CRITERIA_COLUMNS = ["strategy", "criterion", "seed", *_MEASURED]
+MEASURED = ["conv_weights_kept_pct", "acc_pruned", "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
+CRITERIA_COLUMNS = ["strategy", "criterion", "seed", *MEASURED]
 ITERATIVE_COLUMNS = ["strategy", "rounds", "round", "conv_weights_kept_pct", "acc_after_round", "finetune_epochs"]
 Point = tuple[str, str, dict, Callable[[], list[dict]]]  # key, label, fixed columns, work
 
@@ -130,37 +127,9 @@ def run_points(points: list[Point], cache: PointCache | None, progress: bool, de
     return rows
 
 
-def _row(*args, **kwargs) -> list[dict]:
+def point_row(*args, **kwargs) -> list[dict]:
+    """One pruned point's row: :func:`pruning_utils.recovery.prune_and_recover`'s measurements."""
     return [prune_and_recover(*args, **kwargs)]
-
-
-def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float], strategies: Sequence[str],
-                    settings: RecoverySettings, allocations: Sequence[str] = STUDY_ALLOCATIONS,
-                    scans: Mapping[str, pd.DataFrame] | None = None) -> list[Point]:
-    """One point per (strategy, allocation, budget); ``guided`` needs ``scans[strategy]``.
-    All allocations are computed before any training, so a bad budget fails fast."""
-    check_choices("strategies", strategies, STRATEGIES)
-    check_choices("allocations", allocations, ALLOCATIONS)
-    for budget in budgets:
-        check_budget(budget)
-    convs = conv_layers(dense)
-    points = []
-    for strategy in strategies:
-        units = {name: unit_scores(conv.weight, strategy).numel() for name, conv in convs.items()}
-        for allocation in allocations:
-            for budget in budgets:
-                sparsities = allocate(allocation, dense, budget, strategy, scans.get(strategy) if scans else None)
-                for name, s in sparsities.items():
-                    try:
-                        units_removed(s, units[name])
-                    except ValueError as error:
-                        raise ValueError(f"{strategy} {allocation} budget {budget}: {name}: {error}") from None
-                fixed = {"strategy": strategy, "allocation": allocation, "budget": float(budget)}
-                key = step_key("frontier", {**base, **fixed, **mask_inputs(strategy), "sparsities": sparsities,
-                                            "recovery": settings.as_inputs()})
-                work = partial(_row, dense, data, sparsities, strategy, settings)
-                points.append((key, f"{strategy} {allocation} {budget}", fixed, work))
-    return points
 
 
 def chosen_criteria(norms: Sequence[Norm] | None) -> list[tuple[Norm, Criterion]]:
@@ -199,7 +168,7 @@ def criteria_points(dense: nn.Module, data, base: dict, sparsities_by_strategy: 
                 key = step_key("criteria", {**base, **fixed, **mask_inputs(strategy), "sparsities": dict(sparsities),
                                             "recovery": settings.as_inputs(), **extra})
                 generator = torch.Generator().manual_seed(seed) if "generator" in needs else None
-                work = partial(_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator,
+                work = partial(point_row, dense, data, sparsities, strategy, settings, norm=norm, generator=generator,
                                importance=importance if "importance" in needs else None)
                 points.append((key, f"{strategy} {criterion.name} {seed}", fixed, work))
     return points
@@ -273,22 +242,6 @@ class LazyMapping(Mapping):
 
 def point_base(run: Run, dense_key: str) -> dict:
     return {"dense": dense_key, "data": run.data_inputs()}
-
-
-def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Sequence[str] = STRATEGIES,
-             allocations: Sequence[str] = STUDY_ALLOCATIONS, finetune_epochs: int | None = None,
-             force: bool | None = None) -> pd.DataFrame:
-    """The frontier on the run (defaults: the profile's ``budgets`` and ``short_finetune_epochs``)."""
-    check_choices("strategies", strategies, STRATEGIES)
-    check_choices("allocations", allocations, ALLOCATIONS)
-    for budget in run.profile.budgets if budgets is None else budgets:
-        check_budget(budget)
-    dense, dense_key = dense_model(run)
-    epochs = run.profile.short_finetune_epochs if finetune_epochs is None else finetune_epochs
-    scans = {s: sensitivity(run, s, force=False) for s in strategies} if "guided" in allocations else None
-    points = frontier_points(dense, run.data, point_base(run, dense_key), run.profile.budgets if budgets is None
-                             else budgets, strategies, recovery_settings(run, epochs), allocations, scans)
-    return experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force)
 
 
 def criteria(run: Run, norms: Sequence[Norm] | None = None, random_seeds: int | None = None,

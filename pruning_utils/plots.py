@@ -180,18 +180,27 @@ STAGES = {"acc_pruned": "after pruning", "acc_recalibrated": "after BN recalibra
 ALLOCATION_STYLES = {"guided": "-", "uniform": "--", "global": ":", "LAMP": "-."}
 
 
-def frontier(results: pd.DataFrame, title: str = "Accuracy against conv parameters kept") -> plt.Figure:
-    """One panel per stage: test accuracy vs % conv parameters kept, a line per strategy and
+FRONTIER_SIZES = {"conv_weights_kept_pct": "% conv weights kept, masked (log)",
+                  "conv_weights_effective_pct": "% conv weights kept, effective (log)"}
+
+
+def frontier(results: pd.DataFrame, title: str = "Accuracy against conv weights kept",
+             size: str = "conv_weights_kept_pct") -> plt.Figure:
+    """One panel per stage: test accuracy vs the % of conv weights kept (``size``: masked, or
+    effective from :func:`pruning_utils.frontier.frontier_sizes`), a line per strategy and
     allocation (solid: sensitivity-guided, dashed: uniform, dotted: global magnitude, dash-dot: LAMP)."""
+    if size not in FRONTIER_SIZES:
+        raise ValueError(f"size must be one of {sorted(FRONTIER_SIZES)}, got {size!r}")
     stages = [s for s in STAGES if s in results]
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.8), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         for (strategy, allocation), group in results.groupby(["strategy", "allocation"], sort=False):
-            group = group.sort_values("conv_weights_kept_pct")
-            ax.plot(group["conv_weights_kept_pct"], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
+            group = group.sort_values(size)
+            ax.plot(group[size], group[stage], marker="o", color=STRATEGY_COLORS.get(strategy),
                     ls=ALLOCATION_STYLES.get(allocation, "-"), label=f"{strategy}, {allocation}")
-        ax.set(xscale="log", xlabel="% conv parameters kept (log)", title=STAGES[stage], ylim=(0, 100))
-        ticks = sorted(results["budget"].unique() * 100)
+        ax.set(xscale="log", xlabel=FRONTIER_SIZES[size], title=STAGES[stage], ylim=(0, 100))
+        below = [t for t in (0.25, 0.5, 1, 2) if t >= results[size].min()]  # effective sizes reach below the budgets
+        ticks = sorted({*(results["budget"].unique() * 100), *below})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
     axes[0][0].set_ylabel("test accuracy (%)")

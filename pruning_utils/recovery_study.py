@@ -1,4 +1,4 @@
-"""How far pruned models recover, and whether pruning beats a narrow network (notebook 07).
+"""How far pruned models recover (notebook 07).
 
 Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
 
@@ -11,15 +11,10 @@ Steps on one run (each keyed by its inputs, like :mod:`pruning_utils.steps`):
 - :func:`original_budgets`: the original report's Table 1 sparsities
   (:data:`pruning_utils.original.TABLE1`) applied to our model and recovered with the profile's
   fine-tuning (``original_budgets.csv``): accuracy at equal per-layer sparsity.
-- :func:`narrow_dense`: dense networks trained from scratch for as many epochs as a pruned
-  model saw in all (dense training + fine-tuning), at the widths whose conv weights, and
-  separately whose multiply-adds, match each Table 2 model's (``narrow_dense.csv``), after Liu et
-  al. 2019, "Rethinking the value of network pruning".
-- :func:`deep_scan` and :func:`recovered_frontier`: each layer alone scanned at the profile's
-  ``deep_scan_sparsities`` (beyond the scan's grid, where notebook 06's frontier extrapolates),
-  then the guided frontier at ``recovered_budgets`` with those measured accuracies and Table 2's
-  fine-tuning (``deep_scan_<strategy>.csv``, ``recovered_frontier.csv``); :func:`frontier_exceptions`
-  lists where it is not monotone beyond the seed spread.
+- :func:`recovery_methods`: the ways to recover at equal epochs (``recovery_methods.csv``).
+
+The narrow dense networks are in :mod:`pruning_utils.narrow`, the recovered frontier in
+:mod:`pruning_utils.frontier`.
 """
 
 from __future__ import annotations
@@ -32,20 +27,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .criteria import STRATEGIES, check_strategy, unit_scores
+from .criteria import STRATEGIES, check_strategy
 from .counting import emptied_filters
 from .evaluation import evaluate, recalibrate_batchnorm, train_mode_accuracy
-from .experiments import FRONTIER_COLUMNS, Point, experiment_table, frontier_points, point_base
+from .experiments import Point, experiment_table, point_base
 from .masks import copy_model, mask_inputs
-from .model import VGG16, conv_layers, count_multiply_adds, scaled_channels
 from .original import TABLE1 as ORIGINAL_TABLE1
 from .recovery import RecoverySettings, prune_and_recover, recover
 from .runs import Run
-from .sensitivity import COLUMNS as SCAN_COLUMNS, scan_sensitivity
-from .steps import (checkpoint_path, check_strategy_parameter, dense_model, epoch_logger, pruned_model,
-                    recovery_settings, sensitivity, sparsity_dict, strategy_sparsities, table2)
+from .steps import (checkpoint_path, dense_model, epoch_logger, pruned_model, recovery_settings, sparsity_dict,
+                    strategy_sparsities, table2)
 from .artifacts import step_key
-from .training import train
 
 PLATEAU_WINDOW = 5  # epochs
 PLATEAU_MIN_GAIN = 0.2  # accuracy points
@@ -53,9 +45,6 @@ PLATEAU_SMOOTHING = 3  # epochs in the centred moving average
 CURVE_COLUMNS = ["epoch", "val_acc", "test_acc", "loss", "seconds"]
 BUDGET_COLUMNS = ["strategy", "conv_weights_kept_pct", "params_kept_pct", "multiply_adds_kept_pct", "acc_pruned",
                   "acc_recalibrated", "acc_finetuned", "finetune_epochs"]
-NARROW_COLUMNS = ["strategy", "matched", "width", "channels", "conv_weights", "multiply_adds", "epochs",
-                  "test_acc", "target_conv_weights", "target_multiply_adds"]
-MATCHES = ("conv weights", "multiply-adds")
 
 
 # --- recovery curves --------------------------------------------------------------------------------
@@ -267,75 +256,8 @@ def original_budgets(run: Run, force: bool | None = None) -> pd.DataFrame:
     return experiment_table(run, "original_budgets", points, BUDGET_COLUMNS, force)
 
 
-# --- narrow dense networks --------------------------------------------------------------------------
-
-
-def conv_weight_count(model: torch.nn.Module) -> int:
-    """Number of conv weights (biases not counted, as in "% conv weights left")."""
-    return sum(conv.weight.numel() for conv in conv_layers(model).values())
-
-
-def narrow_widths(run: Run, results: pd.DataFrame) -> pd.DataFrame:
-    """Per Table 2 row: the widths whose dense conv weights / multiply-adds match the pruned model's."""
-    dense = VGG16(width=run.profile.width)
-    dense_conv, dense_macs = conv_weight_count(dense), count_multiply_adds(dense)
-    by_channels: dict[tuple[int, ...], float] = {}  # the smallest width giving each channel configuration
-    for i in range(8, 257):
-        width = round(run.profile.width * i / 256, 6)
-        by_channels.setdefault(scaled_channels(width), width)
-    candidates = list(by_channels.values())
-    conv_of = {w: conv_weight_count(VGG16(width=w)) for w in candidates}
-    macs_of = {w: count_multiply_adds(VGG16(width=w)) for w in candidates}
-    rows = []
-    for _, r in results.iterrows():
-        targets = {"conv weights": dense_conv * r["conv_weights_kept_pct"] / 100,
-                   "multiply-adds": dense_macs * r["multiply_adds_kept_pct"] / 100}
-        for matched, table in (("conv weights", conv_of), ("multiply-adds", macs_of)):
-            width = min(candidates, key=lambda w: (abs(table[w] - targets[matched]), w))
-            rows.append({"strategy": r["strategy"], "matched": matched, "width": width,
-                         "target_conv_weights": targets["conv weights"], "target_multiply_adds": targets["multiply-adds"]})
-    return pd.DataFrame(rows)
-
-
-def _train_narrow(run: Run, width: float, epochs: int) -> list[dict]:
-    p = run.profile
-    model = run.new_model(width)
-    train(model, run.data.train_x, run.data.train_y, replace(p.train, epochs=epochs), batch_size=p.batch_size,
-          seed=run.seed, device=run.device, precision=run.precision, progress=False,
-          on_epoch_end=epoch_logger(run, f"narrow dense width {width}", epochs))
-    return [{"channels": "/".join(str(c.out_channels) for c in list(conv_layers(model).values())[::3]),
-             "conv_weights": conv_weight_count(model), "multiply_adds": count_multiply_adds(model), "epochs": epochs,
-             "test_acc": 100 * evaluate(model, run.data.test_x, run.data.test_y, batch_size=p.eval_batch_size,
-                                        device=run.device, precision=run.precision)}]
-
-
-def narrow_dense(run: Run, force: bool | None = None) -> pd.DataFrame:
-    """Dense networks from scratch at the widths matching each Table 2 model (see the module docstring).
-
-    Each trains with the dense recipe for ``train.epochs + finetune.epochs`` epochs (the pruned
-    model's whole budget). Points with the same width are trained once."""
-    results = table2(run, force=False)
-    widths = narrow_widths(run, results)
-    epochs = run.profile.train.epochs + run.profile.finetune.epochs
-    inputs = {"data": run.data_inputs(), "seed": run.seed, "epochs": epochs,
-              **run.settings("dropout", "head_init", "batch_size", "train", "precision", "eval_batch_size")}
-    points: list[Point] = []
-    for _, w in widths.iterrows():
-        key = step_key("narrow_dense", {**inputs, "width": w["width"]})
-        fixed = w.to_dict()
-        points.append((key, f"{w['strategy']} {w['matched']}", fixed, partial(_train_narrow, run, w["width"], epochs)))
-    return experiment_table(run, "narrow_dense", points, NARROW_COLUMNS, force)
-
-
 # Issue 10's targets: after recovery at Table 1's sparsities, mean drop from dense in points.
 RECOVERY_TARGETS: dict[str, float] = {"fine-grained": 1.0, "kernel": 2.0, "filter": 1.5}
-
-
-def pruned_sizes(results: pd.DataFrame, width: float) -> pd.DataFrame:
-    """Table 2 rows with the pruned models' absolute conv weights and (masked) multiply-adds."""
-    dense = VGG16(width=width)
-    return results.assign(conv_weights=conv_weight_count(dense) * results["conv_weights_kept_pct"] / 100,
-                          multiply_adds=count_multiply_adds(dense) * results["multiply_adds_kept_pct"] / 100)
 
 
 # --- ways to recover, at equal epochs ----------------------------------------------------------------
@@ -404,68 +326,3 @@ def recovery_methods(run: Run, force: bool | None = None) -> pd.DataFrame:
                                    value, kept)))
         points += trained_method_points(run, strategy)
     return experiment_table(run, "recovery_methods", points, METHOD_COLUMNS, force)
-
-
-# --- the frontier, recovered, with measured deep sparsities --------------------------------------------
-
-
-def deep_scan(run: Run, strategy: str, force: bool | None = None) -> pd.DataFrame:
-    """Each conv layer alone pruned to the profile's ``deep_scan_sparsities`` (and 0, the dense
-    model), validation accuracy: the scan continued where notebook 06's frontier extrapolates.
-    A sparsity that would remove every unit of a layer (``round(s * units) == units``, e.g. 0.98
-    of 16 filters) is not scanned for that layer."""
-    check_strategy_parameter(strategy, allow_all=False)
-    dense, dense_key = dense_model(run)
-    inputs = {"dense": dense_key, "data": run.data_inputs(), "strategy": strategy, **mask_inputs(strategy),
-              **run.settings("deep_scan_sparsities", "eval_batch_size", "precision")}
-
-    def compute(key: str) -> None:
-        p, x, y = run.profile, run.data.val_x, run.data.val_y
-        dense_acc = evaluate(dense, x, y, batch_size=p.eval_batch_size, precision=run.precision)
-        parts = []
-        for layer, conv in conv_layers(dense).items():
-            units = unit_scores(conv.weight, strategy).numel()
-            kept = [s for s in p.deep_scan_sparsities if round(s * units) < units]  # one unit must stay
-            parts.append(pd.DataFrame([(strategy, layer, 0.0, dense_acc)], columns=SCAN_COLUMNS))
-            if kept:
-                parts.append(scan_sensitivity(dense, x, y, strategy, sparsities=kept, layers=[layer],
-                                              batch_size=p.eval_batch_size, precision=run.precision, progress=False))
-        run.save_csv(f"deep_scan_{strategy}.csv", pd.concat(parts, ignore_index=True))
-
-    run.step("deep_scan", [f"deep_scan_{strategy}.csv"], inputs, compute, force, strategy)
-    return run.load_csv(f"deep_scan_{strategy}.csv")
-
-
-def extended_scan(run: Run, strategy: str) -> pd.DataFrame:
-    """The strategy's scan (notebook 02's grid) with the deep sparsities appended, per layer."""
-    scan = sensitivity(run, strategy, force=False)
-    deep = deep_scan(run, strategy, force=False)
-    return pd.concat([scan, deep[deep["sparsity"] > scan["sparsity"].max()]], ignore_index=True)
-
-
-def recovered_frontier(run: Run, force: bool | None = None) -> pd.DataFrame:
-    """The guided frontier at ``recovered_budgets``: per-layer sparsities chosen on the extended
-    (measured, not extrapolated) scans, each model recovered with Table 2's fine-tuning."""
-    dense, dense_key = dense_model(run)
-    scans = {s: extended_scan(run, s) for s in STRATEGIES}
-    points = frontier_points(dense, run.data, point_base(run, dense_key), run.profile.recovered_budgets, STRATEGIES,
-                             recovery_settings(run), ("guided",), scans)
-    return experiment_table(run, "recovered_frontier", points, FRONTIER_COLUMNS, force)
-
-
-def frontier_exceptions(front: pd.DataFrame, spread: float, column: str = "acc_finetuned") -> pd.DataFrame:
-    """Where a frontier is not monotone: per strategy and allocation, a smaller budget whose
-    ``column`` exceeds a larger budget's by more than ``spread`` points: the frontier's own spread
-    (points over several seeds), or 0 for single-seed points, whose every inversion is listed. NaN
-    counts as 0."""
-    spread = 0.0 if spread != spread else spread
-    rows = []
-    for (strategy, allocation), group in front.groupby(["strategy", "allocation"], sort=False):
-        group = group.sort_values("budget", ascending=False)
-        for i, (_, larger) in enumerate(group.iterrows()):
-            for _, smaller in group.iloc[i + 1:].iterrows():
-                gain = smaller[column] - larger[column]
-                if gain > spread:
-                    rows.append({"strategy": strategy, "allocation": allocation, "larger budget": larger["budget"],
-                                 "smaller budget": smaller["budget"], "gain (points)": round(gain, 2)})
-    return pd.DataFrame(rows, columns=["strategy", "allocation", "larger budget", "smaller budget", "gain (points)"])

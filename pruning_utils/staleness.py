@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from . import experiments, recovery_study, steps
+from . import experiments, frontier, narrow, recovery_study, steps
 from .across_seeds import seed_run_dir
 from .config import get_profile
 from .criteria import STRATEGIES
@@ -43,7 +43,7 @@ SEED_RESULTS: dict[str, Callable[[Run], object]] = {  # also asked of every seed
     **{f"recovery curve {s}": partial(recovery_study.recovery_curve, strategy=s) for s in STRATEGIES},
     "recovery methods": recovery_study.recovery_methods,
     "original budgets": recovery_study.original_budgets,
-    "narrow dense": recovery_study.narrow_dense,
+    "narrow dense": narrow.narrow_dense,
 }
 BATCHNORM_CHECK = {"BatchNorm check kernel": partial(recovery_study.curve_batchnorm_check, strategy="kernel")}
 def _head_check(run: Run) -> None:
@@ -55,10 +55,10 @@ MAIN_RESULTS: dict[str, Callable[[Run], object]] = {  # asked of the study's own
     "head check": _head_check,
     "filter outputs": steps.filter_outputs,
     "latency": experiments.latency,
-    "frontier": experiments.frontier,
+    "frontier": frontier.frontier,
     "criteria": experiments.criteria,
     "iterative": experiments.iterative,
-    "recovered frontier": recovery_study.recovered_frontier,
+    "recovered frontier": frontier.recovered_frontier,
 }
 MACHINE_INPUTS = ("cpu", "threads")  # a latency measured on another CPU is that CPU's, not stale
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .across_seeds import format_mean_sd, mean_spread, paired_difference
@@ -222,6 +223,23 @@ def at_smallest_budget(front: pd.DataFrame, column: str = "acc_finetuned") -> pd
     front = front.reset_index(drop=True)  # idxmin's labels must be unique
     smallest = front.loc[front.groupby(["strategy", "allocation"], sort=False)["budget"].idxmin()]
     return smallest.pivot(index="strategy", columns="allocation", values=column)
+
+
+def at_equal_size(front: pd.DataFrame, sizes: list[float], size: str = "conv_weights_effective_pct",
+                  column: str = "acc_finetuned") -> pd.DataFrame:
+    """``column`` of each (strategy, allocation) curve of ``front`` read at the given ``sizes`` (% kept,
+    by ``size``): interpolated linearly in log size between the curve's two nearest points, empty
+    (NaN) outside the sizes the curve spans. Rows: (strategy, allocation); columns: ``sizes``. Curves
+    whose points sit at different sizes (masked budgets met, effective sizes not) are so compared at
+    equal size."""
+    rows = {}
+    for (strategy, allocation), curve in front.groupby(["strategy", "allocation"], sort=False):
+        curve = curve.sort_values(size)
+        x, y = np.log(curve[size].to_numpy(float)), curve[column].to_numpy(float)
+        rows[(strategy, allocation)] = [float(np.interp(np.log(at), x, y)) if x[0] <= np.log(at) <= x[-1]
+                                        else float("nan") for at in sizes]
+    index = pd.MultiIndex.from_tuples(list(rows), names=["strategy", "allocation"])
+    return pd.DataFrame(list(rows.values()), index=index, columns=list(sizes))
 
 
 def machines_by_seed(seconds: pd.DataFrame) -> pd.DataFrame:

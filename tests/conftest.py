@@ -20,7 +20,7 @@ from pruning_utils.training import train
 # otherwise start with the files that hold the most tests). The longest files go first, so that the short ones fill
 # in beside them instead of leaving one worker idle at the end. (--dist loadgroup would do it per test, but with
 # pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.)
-LONGEST_FIRST = ("test_notebooks.py", "test_across_seeds.py", "test_deployment.py", "test_benchmarks.py",
+LONGEST_FIRST = ("test_nbval.py", "test_notebooks.py", "test_across_seeds.py", "test_deployment.py", "test_benchmarks.py",
                  "test_notebook_runner.py")
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_utils import across_seeds, recovery_study, report, steps, tables
+from pruning_utils import across_seeds, frontier, narrow, recovery_study, report, steps, tables
 from pruning_utils.across_seeds import check_seeds, format_mean_sd, mean_spread, paired_difference, t_two_sided_p
 from pruning_utils.model import VGG16, count_multiply_adds
-from pruning_utils.recovery_study import conv_weight_count, narrow_widths, plateau_epoch
+from pruning_utils.narrow import conv_weight_count, narrow_widths
+from pruning_utils.recovery_study import plateau_epoch
 from pruning_utils.runs import NotComputed, open_run
 from pruning_utils.sensitivity import scan_sensitivity
 
@@ -190,15 +191,12 @@ def test_narrow_table_names_the_widths_the_seeds_matched():
 
 
 def test_narrow_widths_match_the_pruned_counts():
-    results = pd.DataFrame({"strategy": ["fine-grained", "filter"], "conv_weights_kept_pct": [10.0, 30.0],
-                            "multiply_adds_kept_pct": [20.0, 25.0]})
-
-    class FakeRun:  # narrow_widths reads only the profile's width
-        class profile:
-            width = 0.25
-
-    widths = narrow_widths(FakeRun, results)
     dense = VGG16(width=0.25)
+    sizes = pd.DataFrame({"strategy": ["fine-grained", "filter"],
+                          "conv_weights": [0.10 * conv_weight_count(dense), 0.30 * conv_weight_count(dense)],
+                          "multiply_adds": [0.20 * count_multiply_adds(dense), 0.25 * count_multiply_adds(dense)]})
+    widths = narrow_widths(0.25, sizes)
+    assert len(widths) == 4 and set(widths["matched"]) == {"conv weights", "multiply-adds"}
     for _, row in widths.iterrows():
         model = VGG16(width=row["width"])
         if row["matched"] == "conv weights":
@@ -206,6 +204,10 @@ def test_narrow_widths_match_the_pruned_counts():
         else:
             got, target = count_multiply_adds(model), row["target_multiply_adds"]
         assert abs(got / target - 1) < 0.15, (row.to_dict(), got)
+        # no candidate width comes nearer (channel counts move in steps, so the match is the nearest)
+        step = VGG16(width=row["width"] + 0.25 / 256)
+        nearer = conv_weight_count(step) if row["matched"] == "conv weights" else count_multiply_adds(step)
+        assert abs(got - target) <= abs(nearer - target), row.to_dict()
         assert row["width"] < 0.25
     assert widths.at[0, "target_conv_weights"] == pytest.approx(conv_weight_count(dense) * 0.10)
 
@@ -242,14 +244,23 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     assert budgets["seed"].tolist() == [0, 0, 0, 1, 1, 1]
     assert budgets.groupby("strategy")["conv_weights_kept_pct"].nunique().eq(1).all()  # same sparsities per seed
 
-    narrow = recovery_study.narrow_dense(run)
-    assert len(narrow) == 6 and narrow["epochs"].eq(TINY["epochs"] + TINY["finetune_epochs"]).all()
-    assert (narrow.groupby("width")["test_acc"].nunique() == 1).all()  # one training per width, shared
+    nets = narrow.narrow_dense(run)
+    assert len(nets) == 6 and nets["epochs"].eq(TINY["epochs"] + TINY["finetune_epochs"]).all()
+    assert (nets.groupby("width")["test_acc"].nunique() == 1).all()  # one training per width, shared
+    # the targets are the pruned models' effective sizes: for filter pruning its compacted model's
+    # counts, below the masked count; for fine-grained pruning (no filter emptied here) the masked count
+    from pruning_utils.compact import compact
+
     table2 = steps.table2(run).set_index("strategy")
-    for _, row in narrow[narrow["matched"] == "conv weights"].iterrows():
-        assert row["conv_weights"] <= conv_weight_count(VGG16(width=run.profile.width))
-        assert row["target_conv_weights"] == pytest.approx(
-            conv_weight_count(VGG16(width=run.profile.width)) * table2.at[row["strategy"], "conv_weights_kept_pct"] / 100)
+    dense_conv = conv_weight_count(VGG16(width=run.profile.width))
+    compacted = compact(steps.pruned_model(run, "filter"))
+    targets = nets.drop_duplicates("strategy").set_index("strategy")
+    assert targets.at["filter", "target_conv_weights"] == conv_weight_count(compacted)
+    assert targets.at["filter", "target_multiply_adds"] == count_multiply_adds(compacted)
+    assert targets.at["filter", "target_conv_weights"] <= dense_conv * table2.at["filter", "conv_weights_kept_pct"] / 100
+    assert targets.at["fine-grained", "target_conv_weights"] == pytest.approx(
+        dense_conv * table2.at["fine-grained", "conv_weights_kept_pct"] / 100)
+    assert (nets["conv_weights"] <= dense_conv).all()
 
     seconds = across_seeds.step_seconds(runs)
     assert {"dense", "recovery_curve", "original_budgets", "narrow_dense"} <= set(seconds["step"])
@@ -262,7 +273,7 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
     read_runs = across_seeds.seed_runs(read_only, [0, 1])
     assert [r.compute for r in read_runs] == [False, False]
     pd.testing.assert_frame_equal(across_seeds.per_seed(read_runs, recovery_study.original_budgets), budgets)
-    stored_narrow = across_seeds.per_seed(read_runs, recovery_study.narrow_dense)
+    stored_narrow = across_seeds.per_seed(read_runs, narrow.narrow_dense)
     assert stored_narrow["seed"].unique().tolist() == [0] and len(stored_narrow) == 6
     assert list(stored_narrow.attrs["missing"]) == [1]  # seed 1 lacks even its scans (the first missing step is named)
     assert "sensitivity" in stored_narrow.attrs["missing"][1] and "missing" in stored_narrow.attrs["missing"][1]
@@ -276,7 +287,7 @@ def test_seed_runs_and_notebook_07_steps(tmp_path):
                      compute=False, **{**TINY, "finetune_epochs": 2})
     with pytest.raises(NotComputed, match="inputs changed: recovery.recipe.epochs"):
         steps.table2(stale)  # stored under other settings: not current, not shown
-    nothing = across_seeds.per_seed(across_seeds.seed_runs(stale, [0, 1]), recovery_study.narrow_dense)
+    nothing = across_seeds.per_seed(across_seeds.seed_runs(stale, [0, 1]), narrow.narrow_dense)
     assert nothing.empty and sorted(nothing.attrs["missing"]) == [0, 1]
     assert "Shown: nothing" in across_seeds.missing_note(nothing, [0, 1])
 
@@ -335,11 +346,11 @@ def test_recovery_methods_on_a_tiny_run(tmp_path):
 def test_frontier_exceptions_against_a_hand_made_frontier():
     front = pd.DataFrame({"strategy": ["kernel"] * 4 + ["filter"] * 2, "allocation": "guided",
                           "budget": [0.4, 0.2, 0.1, 0.05, 0.2, 0.1], "acc_finetuned": [80, 75, 77.5, 60, 70, 70.3]})
-    found = recovery_study.frontier_exceptions(front, spread=0.5)
+    found = frontier.frontier_exceptions(front, spread=0.5)
     assert found[["strategy", "larger budget", "smaller budget"]].values.tolist() == [["kernel", 0.2, 0.1]]
     assert found["gain (points)"].tolist() == [2.5]
-    assert recovery_study.frontier_exceptions(front, spread=3.0).empty
-    nan_spread = recovery_study.frontier_exceptions(front, spread=float("nan"))  # one seed: any gain counts
+    assert frontier.frontier_exceptions(front, spread=3.0).empty
+    nan_spread = frontier.frontier_exceptions(front, spread=float("nan"))  # one seed: any gain counts
     assert len(nan_spread) == 2 and set(nan_spread["strategy"]) == {"kernel", "filter"}
 
 
@@ -353,12 +364,12 @@ def test_deep_scan_sparsities_must_lie_beyond_the_grid(bad):
 
 def test_recovered_frontier_uses_measured_deep_sparsities(tmp_path):
     run = open_run("smoke", tmp_path / "study", figures_dir=tmp_path / "figures", progress=False, **TINY)
-    deep = recovery_study.deep_scan(run, "kernel")
+    deep = frontier.deep_scan(run, "kernel")
     assert sorted(deep["sparsity"].unique()) == [0.0, *run.profile.deep_scan_sparsities] and len(deep) == 12 * 2
     scan = steps.sensitivity(run, "kernel")
     dense_rows = deep[deep["sparsity"] == 0].set_index("layer")["accuracy"]
     assert (dense_rows == scan[scan["sparsity"] == 0].set_index("layer")["accuracy"]).all()  # same dense model
-    extended = recovery_study.extended_scan(run, "kernel")
+    extended = frontier.extended_scan(run, "kernel")
     assert len(extended) == len(scan) + 12 and extended.groupby("layer")["sparsity"].max().eq(0.95).all()
     # the same point as the ordinary scan's machinery measures it (an independent call)
     dense, _ = steps.dense_model(run)
@@ -366,15 +377,15 @@ def test_recovered_frontier_uses_measured_deep_sparsities(tmp_path):
                            batch_size=run.profile.eval_batch_size, precision=run.precision, progress=False)
     assert deep.query("layer == 'conv5' and sparsity == 0.95")["accuracy"].item() == one["accuracy"].item()
     # filter: conv0 of the smoke model has 8 filters, and 0.95 would remove all 8: not scanned there
-    filters = recovery_study.deep_scan(run, "filter").set_index(["layer", "sparsity"])
+    filters = frontier.deep_scan(run, "filter").set_index(["layer", "sparsity"])
     assert ("conv0", 0.95) not in filters.index and ("conv0", 0.0) in filters.index and ("conv11", 0.95) in filters.index
 
-    front = recovery_study.recovered_frontier(run)
+    front = frontier.recovered_frontier(run)
     assert len(front) == 3 * len(run.profile.recovered_budgets) and set(front["allocation"]) == {"guided"}
     assert (front["conv_weights_kept_pct"] <= 100 * front["budget"] + 1.0).all()  # budgets met
     assert front["finetune_epochs"].eq(run.profile.finetune.epochs).all()  # Table 2's recovery, not the short one
     with pytest.raises(ValueError, match="strategy"):
-        recovery_study.deep_scan(run, "all")
+        frontier.deep_scan(run, "all")
 
 
 def test_narrow_figure_draws_seeds_and_their_mean_with_sd():

@@ -121,6 +121,22 @@ def test_effective_counts_of_filter_pruning_are_the_compacted_models(trained_tin
     assert counts["multiply_adds_dense"] == count_multiply_adds(trained_tiny)
 
 
+def test_filter_pruning_criteria_of_equal_sparsities_give_equal_effective_sizes(trained_tiny):
+    """Which filters go does not change a filter-pruned model's effective size, only how many per layer
+    (each kept filter reads every kept channel): notebook 06's criteria compare filter models of one
+    effective size. A layer's count by hand: kept filters x kept inputs x 9."""
+    sparsities = SPARSITY_CASES["uneven"]
+    counts = [effective_counts(prune_model(copy.deepcopy(trained_tiny), sparsities, "filter", norm=norm,
+                                           generator=torch.Generator().manual_seed(seed)))
+              for norm, seed in ((2, 0), (1, 0), ("random", 0), ("random", 1))]
+    assert all(c == counts[0] for c in counts[1:])
+    kept, reads = {}, 3
+    for name, conv in conv_layers(trained_tiny).items():
+        kept[name] = conv.out_channels - round(sparsities.get(name, 0.0) * conv.out_channels)
+        assert counts[0][name] == kept[name] * reads * 9, name
+        reads = kept[name]
+
+
 @pytest.mark.parametrize("strategy,sparsity", [("fine-grained", 0.9), ("kernel", 0.7)])
 def test_effective_counts_of_fine_grained_and_kernel_pruning_skip_the_zeros_compact_keeps(trained_tiny, strategy,
                                                                                          sparsity):

@@ -8,27 +8,20 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning_utils import experiments, recovery, steps
+from pruning_utils import experiments, frontier, recovery, steps
 from pruning_utils.artifacts import ArtifactError
 from pruning_utils.allocation import global_sparsities
 from pruning_utils.config import SCAN_SPARSITIES, Recipe
 from pruning_utils.counting import conv_weights_kept_pct
 from pruning_utils.criteria import STRATEGIES
 from pruning_utils.masks import copy_model
-from pruning_utils.experiments import (
-    CRITERIA_COLUMNS,
-    FRONTIER_COLUMNS,
-    ITERATIVE_COLUMNS,
-    PointCache,
-    criteria_points,
-    frontier_points,
-    iterative_points,
-    run_points,
-)
+from pruning_utils.experiments import CRITERIA_COLUMNS, ITERATIVE_COLUMNS, PointCache, criteria_points, iterative_points, run_points
+from pruning_utils.frontier import FRONTIER_COLUMNS, frontier_points
 from pruning_utils import latency as latency_module
 from pruning_utils.latency import LATENCY_COLUMNS
 from pruning_utils.masks import prune_model
-from pruning_utils.model import CONV_NAMES, VGG16, conv_layers
+from pruning_utils.compact import compact
+from pruning_utils.model import CONV_NAMES, VGG16, conv_layers, count_multiply_adds
 from pruning_utils.recovery import RecoverySettings, prune_and_recover
 from pruning_utils.runs import NotComputed, open_run
 
@@ -338,7 +331,7 @@ def run(prepared, tmp_path):
 
 
 def test_frontier_driver_columns_reuse_resume_and_force(run, monkeypatch):
-    frame = experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1)
+    frame = frontier.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1)
     assert list(frame.columns) == FRONTIER_COLUMNS
     assert frame[["strategy", "allocation", "budget"]].values.tolist() == [
         ["filter", "uniform", 0.5], ["filter", "guided", 0.5]]
@@ -355,19 +348,32 @@ def test_frontier_driver_columns_reuse_resume_and_force(run, monkeypatch):
     assert {k: frame.at[0, k] for k in ("acc_pruned", "acc_recalibrated", "acc_finetuned")} == pytest.approx(
         {k: expected[k] for k in ("acc_pruned", "acc_recalibrated", "acc_finetuned")})
 
+    # effective sizes: the uniform point's compacted model, counted (a removed filter takes the next
+    # layer's input channels with it, so half the filters leave about a quarter of the weights)
+    sized = frontier.frontier_sizes(frame, dense, {"filter": steps.sensitivity(run, "filter")})
+    compacted = compact(prune_model(copy_model(dense), dict.fromkeys(CONV_NAMES, 0.5), "filter"))
+    dense_conv = sum(c.weight.numel() for c in conv_layers(dense).values())
+    assert sized.at[0, "conv_weights_effective_pct"] == pytest.approx(
+        100 * sum(c.weight.numel() for c in conv_layers(compacted).values()) / dense_conv)
+    assert 20 < sized.at[0, "conv_weights_effective_pct"] < 30
+    assert sized.at[0, "multiply_adds_effective_pct"] == pytest.approx(
+        100 * count_multiply_adds(compacted) / count_multiply_adds(dense))
+    assert (sized["conv_weights_effective_pct"] <= sized["conv_weights_kept_pct"] + 1e-9).all()
+    pd.testing.assert_frame_equal(sized[frame.columns], frame)  # the table itself unchanged
+
     _forbid_work(monkeypatch)
-    again = experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1)
+    again = frontier.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1)
     pd.testing.assert_frame_equal(again, frame, check_dtype=False)
     reopened = _open(run.run_dir)  # a new session: reused from the artifact's record
-    pd.testing.assert_frame_equal(experiments.frontier(reopened, budgets=(0.5,), strategies=("filter",),
+    pd.testing.assert_frame_equal(frontier.frontier(reopened, budgets=(0.5,), strategies=("filter",),
                                                        finetune_epochs=1), frame, check_dtype=False)
     run.path("frontier.csv").unlink()  # the table is lost, the finished points are not
-    pd.testing.assert_frame_equal(experiments.frontier(_open(run.run_dir), budgets=(0.5,), strategies=("filter",),
+    pd.testing.assert_frame_equal(frontier.frontier(_open(run.run_dir), budgets=(0.5,), strategies=("filter",),
                                                        finetune_epochs=1), frame, check_dtype=False)
     with pytest.raises(AssertionError, match="recomputed"):  # other settings are other points
-        experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=2)
+        frontier.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=2)
     with pytest.raises(AssertionError, match="recomputed"):
-        experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1, force=True)
+        frontier.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=1, force=True)
 
 
 def test_the_taylor_criterion_does_not_follow_the_evaluation_batch(run, tmp_path, monkeypatch):
@@ -442,13 +448,13 @@ def test_iterative_driver_columns_and_reuse(run, monkeypatch):
 def test_sweep_drivers_reject_bad_choices(run, monkeypatch):
     _forbid_work(monkeypatch)
     with pytest.raises(ValueError, match=r"allocations .*'best'"):
-        experiments.frontier(run, budgets=(0.5,), strategies=("filter",), allocations=("best",))
+        frontier.frontier(run, budgets=(0.5,), strategies=("filter",), allocations=("best",))
     with pytest.raises(ValueError, match="'channel'"):
-        experiments.frontier(run, budgets=(0.5,), strategies=("channel",))
+        frontier.frontier(run, budgets=(0.5,), strategies=("channel",))
     with pytest.raises(ValueError, match="conv_fraction_kept .*1.5"):
-        experiments.frontier(run, budgets=(1.5,), strategies=("filter",))
+        frontier.frontier(run, budgets=(1.5,), strategies=("filter",))
     with pytest.raises(ValueError, match=r"finetune.epochs .*-1"):
-        experiments.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=-1)
+        frontier.frontier(run, budgets=(0.5,), strategies=("filter",), finetune_epochs=-1)
     with pytest.raises(ValueError, match=r"norms .*'hessian'"):
         experiments.criteria(run, norms=("hessian",))
     with pytest.raises(ValueError, match="rounds .*0"):

@@ -13,7 +13,7 @@ import zipfile
 import pytest
 import torch
 
-from pruning_utils import experiments, recovery, steps, training
+from pruning_utils import frontier, recovery, steps, training
 from pruning_utils.artifacts import ArtifactError, migrate, read_cells
 from pruning_utils.data.cache import read_cache, write_cache
 from pruning_utils.runs import NotComputed, open_run
@@ -28,7 +28,7 @@ def _open(run_dir, **overrides):
 
 def _frontier(run):
     """A one-point frontier (no fine-tuning): a point cache, ``points/frontier.csv``, and its table."""
-    return experiments.frontier(run, budgets=[0.5], strategies=["filter"], allocations=["uniform"], finetune_epochs=0)
+    return frontier.frontier(run, budgets=[0.5], strategies=["filter"], allocations=["uniform"], finetune_epochs=0)
 
 
 def _status(run):
@@ -64,8 +64,8 @@ def _nudged(real):
 
 def test_a_dense_model_retrained_with_other_bytes_under_its_key_recomputes_what_read_the_old_one(run_dir, monkeypatch):
     points = []
-    real_row = experiments._row
-    monkeypatch.setattr(experiments, "_row", lambda *a, **k: points.append(1) or real_row(*a, **k))
+    real_row = frontier.point_row
+    monkeypatch.setattr(frontier, "point_row", lambda *a, **k: points.append(1) or real_row(*a, **k))
     (run_dir / "provenance" / "dense.pt.json").unlink()  # retrained on the same machine: the same bytes, all reused
     run = _open(run_dir)
     steps.prune_finetune(run, "filter")
@@ -174,7 +174,7 @@ def test_a_run_written_before_records_named_what_they_read_migrates_to_what_this
         steps.prune_finetune(_open(run_dir, compute=False), "filter")
     assert sorted(migrate(run_dir)) == sorted(before) and migrate(run_dir) == []  # once
     assert {p: p.read_bytes() for p in before} == before
-    monkeypatch.setattr(experiments, "_row", lambda *a, **k: pytest.fail("a point was computed again"))
+    monkeypatch.setattr(frontier, "point_row", lambda *a, **k: pytest.fail("a point was computed again"))
     run = _open(run_dir)
     steps.prune_finetune(run, "filter")
     _frontier(run)

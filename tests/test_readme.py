@@ -26,8 +26,10 @@ import pytest
 from pruning_utils.across_seeds import paired_difference
 from pruning_utils.allocation import collapsing_layers
 from pruning_utils.config import get_profile
+from pruning_utils.frontier import frontier_sizes
 from pruning_utils.model_files import load_model
 from pruning_utils.latency import speed_verdict
+from pruning_utils.tables import at_equal_size
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "data" / "runs" / "cpu"
@@ -62,9 +64,13 @@ def load(run_dir: Path) -> dict[str, pd.DataFrame]:
     results = per_seed(run_dir, "results.csv")
     dense_pct = results["seed"].map(dense.set_index("seed")["test_accuracy"] * 100)
     methods = per_seed(run_dir, "recovery_methods.csv")
+    front = pd.read_csv(run_dir / "frontier.csv")
+    scans = {s: pd.read_csv(run_dir / f"sensitivity_{s}.csv") for s in front["strategy"].unique()}
     return {"dense": dense, "results": results.assign(drop=dense_pct - results["acc_finetuned"]), "methods": methods,
             "latency": pd.read_csv(run_dir / "latency.csv"), "criteria": pd.read_csv(run_dir / "criteria.csv"),
-            "iterative": pd.read_csv(run_dir / "iterative.csv")}
+            "iterative": pd.read_csv(run_dir / "iterative.csv"),
+            # the frontier at effective sizes: each point's masks made again from the dense model and scans
+            "frontier": frontier_sizes(front, load_model(run_dir / "dense.pt")[0], scans)}
 
 
 def mean_sd(values: pd.Series) -> str:
@@ -138,6 +144,15 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
     distillation_gap = (means["distillation"] - means["one-cycle (Table 2)"]).abs().max()
     epochs = one(methods["epochs"])
 
+    front = run["frontier"]
+    tenth = 0.1  # the budget the sentence names; the profile must have it
+    assert tenth in set(front["budget"])
+    filters = front[front["strategy"] == "filter"]
+    filter_at_tenth = filters[filters["budget"] == tenth]["conv_weights_effective_pct"]
+    equal = at_equal_size(front, sorted(100 * front["budget"].unique()))
+    filter_wins = [x for x in equal.columns if equal.at[("filter", "guided"), x] > equal.at[("filter", "uniform"), x]]
+    lowest = filters[filters["allocation"] == "guided"].nsmallest(1, "budget").iloc[0]
+
     return [
         # the run
         f"the VGG at width {width:g}, {one(dense['parameters']):,} parameters, {one(dense['epochs'])} dense epochs",
@@ -164,6 +179,12 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
         f"(seed {own}, `iterative.csv`",
         f"{one(iterative['rounds'] * iterative['finetune_epochs'])} fine-tuning epochs in all",
         *[f"in {r} round{'s' if r > 1 else ''} {triple(at[r], 'acc_after_round', strategies)}%" for r in rounds],
+        # the frontier at effective sizes
+        f"(seed {own}, `frontier.csv`",
+        f"at a budget of {100 * tenth:g}% of the conv weights both filter allocations keep "
+        f"{one(filter_at_tenth.round(1)):.1f}% once compacted",
+        f"beats uniform for filter pruning at {', '.join(f'{x:g}' for x in filter_wins[:-1])} and {filter_wins[-1]:g}% of "
+        f"the conv weights but not at its smallest point ({lowest['conv_weights_effective_pct']:.1f}%)",
         # one global ranking
         f"(seed {own}'s dense model",
         f"empty whole layers at {100 * min(get_profile(identity['profile']).budgets):g}% of the conv weights",
@@ -307,5 +328,20 @@ def test_the_readme_claims_hold_on_the_committed_run(run):
     assert collapsing_layers(model, budget, "kernel") == ["conv10", "conv11"]
     assert len(collapsing_layers(model, budget, "filter")) == 4
     assert not any(collapsing_layers(model, budget, s, lamp=True) for s in ("fine-grained", "kernel", "filter"))
+    # at equal effective size fine-grained keeps the most accuracy wherever all three strategies reach;
+    # filter: guided beats uniform where both reach, but the uniform curve is above guided's smallest point
+    front = run["frontier"]
+    equal = at_equal_size(front, sorted(100 * front["budget"].unique()))
+    best = equal.groupby(level="strategy").max()
+    shared = best.columns[best.notna().all()]
+    assert len(shared) >= 4 and (best[shared].idxmax() == "fine-grained").all(), best
+    filters = front[front["strategy"] == "filter"]
+    lowest = filters[filters["allocation"] == "guided"].nsmallest(1, "budget").iloc[0]
+    uniform = at_equal_size(filters[filters["allocation"] == "uniform"], [lowest["conv_weights_effective_pct"]])
+    assert uniform.iloc[0, 0] > lowest["acc_finetuned"]
+    both = equal.loc["filter"].dropna(axis=1)
+    assert (both.loc["guided"] > both.loc["uniform"]).all()  # 5, 10, 20: every size both curves reach
+    others = front[front["strategy"] != "filter"]
+    assert (others["conv_weights_kept_pct"] - others["conv_weights_effective_pct"]).max() < 0.5
     # the data is the JPEG copy, as the README says
     assert run["dense"]["data"].str.startswith("CIFAR-10, JPEG copy").all()

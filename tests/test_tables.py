@@ -1,7 +1,9 @@
 """The notebooks' display tables that their stated findings are checked on, against hand-worked frames."""
 
 import pandas as pd
+import pytest
 
+from pruning_utils import tables
 from pruning_utils.tables import at_smallest_budget, machines_by_seed, most_sensitive, most_sensitive_across_seeds
 
 
@@ -46,3 +48,15 @@ def test_machines_by_seed_names_where_each_seed_computed_each_step():
     assert table["one machine"].to_dict() == {("dense", "dense.pt"): True,
                                               ("prune_finetune", "finetune_history_kernel.csv"): False,
                                               ("narrow_dense", "narrow_dense.csv"): True, ("latency", "latency.csv"): True}
+
+
+def test_at_equal_size_interpolates_in_log_size_within_each_curve():
+    front = pd.DataFrame({"strategy": ["filter"] * 3 + ["kernel"] * 2, "allocation": ["uniform"] * 5,
+                          "conv_weights_effective_pct": [1.0, 4.0, 16.0, 10.0, 40.0],
+                          "acc_finetuned": [20.0, 40.0, 80.0, 50.0, 70.0]})
+    table = tables.at_equal_size(front, [2.0, 8.0, 20.0, 0.5])
+    assert table.loc[("filter", "uniform")].tolist()[:2] == pytest.approx([30.0, 60.0])  # halfway in log size
+    assert table.loc[("kernel", "uniform"), 20.0] == pytest.approx(60.0)
+    assert table.loc[("filter", "uniform")].isna().tolist() == [False, False, True, True]  # outside 1..16: empty
+    assert table.loc[("kernel", "uniform")].isna().tolist() == [True, True, False, True]
+    assert list(table.index.names) == ["strategy", "allocation"]
