@@ -23,7 +23,7 @@ from .criteria import check_strategy, unit_scores
 from .model import conv_layers
 
 ALLOCATIONS: tuple[str, ...] = ("uniform", "guided", "global", "LAMP")
-STUDY_ALLOCATIONS: tuple[str, ...] = ("uniform", "guided")  # the frontier's default (the committed run's)
+STUDY_ALLOCATIONS: tuple[str, ...] = ("uniform", "guided")  # frontier_points' default (a run: its profile's allocations)
 # Sparsities added to a scan whose largest measured sparsity cannot meet a budget (see guided_sparsities).
 EXTRAPOLATED_SPARSITIES: tuple[float, ...] = (0.95, 0.98)
 

@@ -331,6 +331,14 @@ def machine_label(record: dict) -> str:
     return cpu if device in ("cpu", "") else f"{record.get('gpu') or device} (host {cpu})"
 
 
+UNRECORDED = "not recorded"  # the machine of points cached before points recorded it
+
+
+def _point_machines(record: dict) -> tuple[str, ...]:
+    """Where a step's points ran; :data:`UNRECORDED` too where some points carry no machine."""
+    return tuple(record["point_machines"]) + ((UNRECORDED,) if record["points_untimed"] else ())
+
+
 def recorded_steps(run_dir: Path) -> pd.DataFrame:
     """One row per computed step of a run (step, key, artifact, notebook, seconds, lower_bound,
     machines, cpu, device, gpu, code_version, created), from its provenance records: a step's
@@ -340,14 +348,15 @@ def recorded_steps(run_dir: Path) -> pd.DataFrame:
     ``points``) counts what its points took wherever they ran (``machines``), not the call that
     assembled them; where some points carry no time (cached before points recorded it,
     2026-11-28 evening), its seconds are a ``lower_bound``: those of the points that do, or, in a
-    record older than point times, of the call that wrote the table."""
+    record older than point times, of the call that wrote the table, and its machines include
+    :data:`UNRECORDED`."""
     rows = []
     for name, r in Store(Path(run_dir), {}).records().items():
         pointwise = "point_seconds" in r
         rows.append({"step": r["step"], "key": r["key"], "artifact": name, "notebook": spec_for(name).notebook,
                      "seconds": r["point_seconds"] if pointwise else r.get("seconds", float("nan")),
                      "lower_bound": r["points_untimed"] > 0 if pointwise else "points" in r.get("inputs", {}),
-                     "machines": tuple(r["point_machines"]) if pointwise and r["point_machines"] else (machine_label(r),),
+                     "machines": _point_machines(r) if pointwise and r["point_machines"] else (machine_label(r),),
                      "cpu": r.get("cpu", ""), "device": r.get("device", ""), "gpu": r.get("gpu", ""),
                      "code_version": r.get("code_version", ""), "created": r.get("created", "")})
     columns = ["step", "key", "artifact", "notebook", "seconds", "lower_bound", "machines", "cpu", "device", "gpu",

@@ -95,6 +95,7 @@ class Profile:
     recalibration_batches: int = 50  # training batches used to re-estimate BatchNorm statistics
     # beyond the report (notebook 06)
     budgets: tuple[float, ...] = (0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05)  # fractions of conv weights kept
+    allocations: tuple[str, ...] = ("uniform", "guided")  # the frontier's, of pruning_utils.allocation.ALLOCATIONS
     short_finetune_epochs: int = 1  # fine-tuning epochs per frontier / criteria point
     random_seeds: int = 3  # seeds of the random-selection control
     # images per batch of the Taylor criterion's sum of |w * dL/dw| over batches: how the split is cut is part
@@ -201,6 +202,7 @@ PROFILES: dict[str, Profile] = {
         finetune=Recipe(epochs=20, optimizer="sgd", lr=0.02, schedule="onecycle", weight_decay=5e-4,
                         label_smoothing=0.1),
         budgets=(0.6, 0.4, 0.2, 0.1, 0.05),
+        allocations=("uniform", "guided", "global", "LAMP"),
         iterative_rounds=(1, 2, 4),
         iterative_finetune_epochs=4,  # one shot vs 2 and 4 rounds at equal total fine-tuning, kept short
         # 40 epochs: at 20 the kernel and filter curves were still rising (no plateau shown)

@@ -68,9 +68,11 @@ def frontier_points(dense: nn.Module, data, base: dict, budgets: Sequence[float]
 
 
 def frontier(run: Run, budgets: Sequence[float] | None = None, strategies: Sequence[str] = STRATEGIES,
-             allocations: Sequence[str] = STUDY_ALLOCATIONS, finetune_epochs: int | None = None,
+             allocations: Sequence[str] | None = None, finetune_epochs: int | None = None,
              force: bool | None = None) -> pd.DataFrame:
-    """The frontier on the run (defaults: the profile's ``budgets`` and ``short_finetune_epochs``)."""
+    """The frontier on the run (defaults: the profile's ``budgets``, ``allocations`` and
+    ``short_finetune_epochs``)."""
+    allocations = run.profile.allocations if allocations is None else allocations
     check_choices("strategies", strategies, STRATEGIES)
     check_choices("allocations", allocations, ALLOCATIONS)
     for budget in run.profile.budgets if budgets is None else budgets:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .across_seeds import format_mean_sd, mean_spread, paired_difference
+from .artifacts import UNRECORDED
 from .criteria import STRATEGIES
 from .latency import speed_verdict
 from .original import TABLE1, TABLE2
@@ -246,8 +247,9 @@ def machines_by_seed(seconds: pd.DataFrame) -> pd.DataFrame:
     """Which machine computed each step of each seed, from :func:`pruning_utils.across_seeds.step_seconds`:
     a row per step (and the first of its artifacts, which names the strategy), a column per seed, and
     whether the seeds that have it computed it on one machine (a step of points: every machine its
-    points ran on)."""
+    points ran on; points whose machine was not recorded may have run anywhere, so never one machine)."""
     label = seconds.assign(machine=seconds["machines"].map(lambda m: ", ".join(sorted(set(m)))))
     table = label.pivot_table(index=["step", "artifact"], columns="seed", values="machine", aggfunc="first",
                               sort=False)
-    return table.assign(**{"one machine": table.nunique(axis=1) == 1})
+    unknown = table.apply(lambda row: row.astype(str).str.contains(UNRECORDED).any(), axis=1)
+    return table.assign(**{"one machine": (table.nunique(axis=1) == 1) & ~unknown})

@@ -107,7 +107,7 @@ def test_run_points_skips_cached_points_and_keeps_each_finished_one(tmp_path):
 
 
 def test_a_point_cached_step_records_what_its_points_took(tmp_path, monkeypatch):
-    from pruning_utils.artifacts import recorded_steps
+    from pruning_utils.artifacts import UNRECORDED, recorded_steps
 
     run = open_run("smoke", tmp_path / "r", figures_dir=tmp_path / "f", progress=False, synthetic_sizes=(40, 20, 20))
     PointCache(run.path("points/frontier.csv")).put("k1", [{"budget": 0.1}])  # cached before points had a time
@@ -121,7 +121,7 @@ def test_a_point_cached_step_records_what_its_points_took(tmp_path, monkeypatch)
     assert cache.get("k2") == [{"strategy": "filter", "budget": 0.2}]  # the time stays out of the rows
     assert cache.timing("k1") is None and cache.timing("k3") == (5.0, run.machine())
     step = recorded_steps(run.run_dir).set_index("step").loc["frontier"]
-    assert step["seconds"] == 8.0 and step["lower_bound"] and step["machines"] == (run.machine(),)
+    assert step["seconds"] == 8.0 and step["lower_bound"] and step["machines"] == (run.machine(), UNRECORDED)
     PointCache(run.path("points/frontier.csv")).put("k1", [{"budget": 0.1}], 2.0, "elsewhere")  # now every point has a time
     experiments.experiment_table(run, "frontier", points, FRONTIER_COLUMNS, force=None)  # reused: the record stays
     experiments.experiment_table(run, "frontier", points[:2], FRONTIER_COLUMNS, force=None)  # other points, new record

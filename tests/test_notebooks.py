@@ -11,7 +11,7 @@ import nbformat
 import papermill
 import pytest
 
-from pruning_utils import experiments
+from pruning_utils import experiments, frontier
 from pruning_utils.artifacts import REGISTRY, spec_for
 from pruning_utils.criteria import STRATEGIES
 from pruning_utils.report import MULTI_SEED_NOTEBOOKS, NOTEBOOKS, render_html, run_notebooks
@@ -88,8 +88,8 @@ def test_a_changed_finetuning_setting_recomputes_what_depends_on_it_and_says_wha
     assert after["results.csv"]["inputs"] != before["results.csv"]["inputs"]
     logs = _step_logs(executed)
     assert "sensitivity (filter)    reused" in logs and "table2  computed" in logs
-    later = {name: getattr(experiments, name) for name in ("compaction_check", "latency", "frontier", "criteria",
-                                                           "iterative")}
+    later = {**{name: getattr(experiments, name) for name in ("compaction_check", "latency", "criteria", "iterative")},
+             "frontier": frontier.frontier}
     new = stale_results(open_run("smoke", copy, compute=False, progress=False, **changed_setting), later)
     assert all(why != CURRENT and "inputs changed" in why for why in new.values()), new
 

@@ -29,7 +29,7 @@ from pruning_utils.config import get_profile
 from pruning_utils.frontier import frontier_sizes
 from pruning_utils.model_files import load_model
 from pruning_utils.latency import speed_verdict
-from pruning_utils.tables import at_equal_size
+from pruning_utils.tables import PAIRED, at_equal_size, narrow_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "data" / "runs" / "cpu"
@@ -68,7 +68,7 @@ def load(run_dir: Path) -> dict[str, pd.DataFrame]:
     scans = {s: pd.read_csv(run_dir / f"sensitivity_{s}.csv") for s in front["strategy"].unique()}
     return {"dense": dense, "results": results.assign(drop=dense_pct - results["acc_finetuned"]), "methods": methods,
             "latency": pd.read_csv(run_dir / "latency.csv"), "criteria": pd.read_csv(run_dir / "criteria.csv"),
-            "iterative": pd.read_csv(run_dir / "iterative.csv"),
+            "iterative": pd.read_csv(run_dir / "iterative.csv"), "narrow": per_seed(run_dir, "narrow_dense.csv"),
             # the frontier at effective sizes: each point's masks made again from the dense model and scans
             "frontier": frontier_sizes(front, load_model(run_dir / "dense.pt")[0], scans)}
 
@@ -148,10 +148,15 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
     tenth = 0.1  # the budget the sentence names; the profile must have it
     assert tenth in set(front["budget"])
     filters = front[front["strategy"] == "filter"]
-    filter_at_tenth = filters[filters["budget"] == tenth]["conv_weights_effective_pct"]
-    equal = at_equal_size(front, sorted(100 * front["budget"].unique()))
-    filter_wins = [x for x in equal.columns if equal.at[("filter", "guided"), x] > equal.at[("filter", "uniform"), x]]
-    lowest = filters[filters["allocation"] == "guided"].nsmallest(1, "budget").iloc[0]
+    filter_at_tenth = filters[(filters["budget"] == tenth) & filters["allocation"].isin(["uniform", "guided"])][
+        "conv_weights_effective_pct"]
+    smallest = min(get_profile(identity["profile"]).budgets)
+    narrow = narrow_table(run["narrow"], results)
+    at_conv = narrow.xs("conv weights", level="matched").loc[strategies]
+    at_macs = narrow.xs("multiply-adds", level="matched")
+    kernel_global = front[(front["strategy"] == "kernel") & (front["allocation"] == "global")]
+    collapsed = kernel_global[kernel_global["budget"].isin([tenth, smallest])]["acc_finetuned"]
+    small_sizes = [100 * smallest, 100 * tenth]
 
     return [
         # the run
@@ -181,13 +186,20 @@ def expected_phrases(run: dict[str, pd.DataFrame]) -> list[str]:
         *[f"in {r} round{'s' if r > 1 else ''} {triple(at[r], 'acc_after_round', strategies)}%" for r in rounds],
         # the frontier at effective sizes
         f"(seed {own}, `frontier.csv`",
-        f"at a budget of {100 * tenth:g}% of the conv weights both filter allocations keep "
+        f"(seed {own}, `frontier.csv` at its points' effective sizes",
+        f"at a budget of {100 * tenth:g}% of the conv weights the uniform and guided filter allocations keep "
         f"{one(filter_at_tenth.round(1)):.1f}% once compacted",
-        f"beats uniform for filter pruning at {', '.join(f'{x:g}' for x in filter_wins[:-1])} and {filter_wins[-1]:g}% of "
-        f"the conv weights but not at its smallest point ({lowest['conv_weights_effective_pct']:.1f}%)",
         # one global ranking
-        f"(seed {own}'s dense model",
-        f"empty whole layers at {100 * min(get_profile(identity['profile']).budgets):g}% of the conv weights",
+        f"{100 * smallest:g}% of the conv weights would empty",
+        f"ends at chance ({one(collapsed.round(1)):.1f}%) at {100 * tenth:g}% and {100 * smallest:g}% after the "
+        f"{one(front['finetune_epochs'])}-epoch fine-tune",
+        f"at {small_sizes[0]:g}% and {small_sizes[1]:g}% effective size, keeps the most accuracy",
+        # narrow networks
+        f"trained for the {one(run['narrow']['epochs'])} epochs its pruned model saw",
+        f"pruning lead by {' / '.join(f'{x:.1f}' for x in at_conv['pruned - narrow (points)'])} points (paired t-test "
+        f"p = {' / '.join(f'{x:.3f}' for x in at_conv['p'])})",
+        f"only fine-grained pruning's lead ({at_macs.at['fine-grained', 'pruned - narrow (points)']:.1f} points, "
+        f"p = {at_macs.at['fine-grained', 'p']:.3f}) is beyond chance",
         # recovery
         f"`recovery_methods.csv`, {epochs} epochs each",
         f"the dense recipe's last {epochs} epochs",
@@ -343,5 +355,19 @@ def test_the_readme_claims_hold_on_the_committed_run(run):
     assert (both.loc["guided"] > both.loc["uniform"]).all()  # 5, 10, 20: every size both curves reach
     others = front[front["strategy"] != "filter"]
     assert (others["conv_weights_kept_pct"] - others["conv_weights_effective_pct"]).max() < 0.5
+    # global magnitude: kernel pruning at chance at 10% and 5%; LAMP the best allocation at 5% and 10% effective
+    # size for kernel and filter pruning
+    kernel_global = front[(front["strategy"] == "kernel") & (front["allocation"] == "global")].set_index("budget")
+    assert (kernel_global.loc[[0.1, 0.05], "acc_finetuned"] <= 10.5).all()
+    small = at_equal_size(front, [5.0, 10.0])
+    for strategy in ("kernel", "filter"):
+        assert (small.loc[strategy].idxmax() == "LAMP").all(), small.loc[strategy]
+    # pruning beats the narrow network at equal conv weights for every strategy (paired, p < 0.05); at equal
+    # multiply-adds only fine-grained pruning does
+    narrow = narrow_table(run["narrow"], run["results"])
+    assert narrow.xs("conv weights", level="matched")[PAIRED].all()
+    assert (narrow.xs("conv weights", level="matched")["pruned - narrow (points)"] > 0).all()
+    assert narrow.xs("multiply-adds", level="matched")[PAIRED].to_dict() == {
+        "fine-grained": True, "kernel": False, "filter": False}
     # the data is the JPEG copy, as the README says
     assert run["dense"]["data"].str.startswith("CIFAR-10, JPEG copy").all()

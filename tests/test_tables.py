@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from pruning_utils import tables
+from pruning_utils.artifacts import UNRECORDED
 from pruning_utils.tables import at_smallest_budget, machines_by_seed, most_sensitive, most_sensitive_across_seeds
 
 
@@ -48,6 +49,10 @@ def test_machines_by_seed_names_where_each_seed_computed_each_step():
     assert table["one machine"].to_dict() == {("dense", "dense.pt"): True,
                                               ("prune_finetune", "finetune_history_kernel.csv"): False,
                                               ("narrow_dense", "narrow_dense.csv"): True, ("latency", "latency.csv"): True}
+    # points whose machine was not recorded may have run anywhere: never one machine, even where every seed says so
+    unknown = pd.DataFrame([("narrow_dense", "narrow_dense.csv", seed, ("A", UNRECORDED)) for seed in (0, 1)],
+                           columns=["step", "artifact", "seed", "machines"])
+    assert not machines_by_seed(unknown)["one machine"].any()
 
 
 def test_at_equal_size_interpolates_in_log_size_within_each_curve():
